@@ -1,0 +1,3 @@
+from r1serve.cli import main
+
+main()

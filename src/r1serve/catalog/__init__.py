@@ -1,0 +1,1 @@
+"""Model catalog, memory estimates, downloads and the local model store."""

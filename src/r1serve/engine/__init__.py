@@ -1,0 +1,1 @@
+"""Model execution: no FastAPI imports here."""

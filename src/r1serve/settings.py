@@ -1,0 +1,55 @@
+"""All settings, from ``R1SERVE_*`` environment variables; CLI flags override them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+ReasoningFormat = Literal["split", "raw"]
+
+
+class Settings(BaseSettings):
+    """Server settings. Every field is documented in docs/settings.md (a test checks it)."""
+
+    model_config = SettingsConfigDict(env_prefix="R1SERVE_", extra="ignore")
+
+    # Model
+    model: str | None = Field(
+        None,
+        description="Model to serve: a local HF directory, a .gguf file, a hub repo id already in "
+        "the local HF cache, or a name from `r1serve ls`. Empty: the embedded SmolLM2-135M.",
+    )
+    served_model_name: str | None = Field(
+        None, description="Id shown in /v1/models and accepted in requests."
+    )
+    dtype: Dtype = Field(
+        "auto", description="Weight dtype; auto is float32 on CPU and bfloat16 on CUDA."
+    )
+    device: str = Field("auto", description="cpu, cuda, cuda:N or auto (CUDA when available).")
+    chat_template: Path | None = Field(
+        None, description="Jinja chat template file that replaces the model's own."
+    )
+    reasoning_format: ReasoningFormat = Field(
+        "split",
+        description="split: reasoning goes to reasoning_content; raw: <think> tags stay in content.",
+    )
+    max_model_len: int | None = Field(
+        None, gt=0, description="Context length to serve; default: the model's own."
+    )
+    threads: int | None = Field(
+        None, gt=0, description="CPU threads for the model; default: all cores."
+    )
+
+    # HTTP
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above it)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the server."
+    )
