@@ -44,6 +44,12 @@ class Settings(BaseSettings):
         None, gt=0, description="CPU threads for the model; default: all cores."
     )
 
+    # Storage
+    data_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".local" / "share" / "r1serve",
+        description="Where r1serve keeps its database and downloaded models.",
+    )
+
     # HTTP
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
