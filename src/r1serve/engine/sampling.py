@@ -240,7 +240,8 @@ def _draw_filtered(
 ) -> torch.Tensor:
     """Sample with top-k / top-p / min-p from [F, V] weights -> [F]."""
     vocab = weights.shape[-1]
-    width = min(vocab, max(_CANDIDATES, max(p.top_k for p in params)))
+    # Top-k alone bounds a row's kept set; the other filters get the candidate default.
+    width = min(vocab, max(p.top_k or _CANDIDATES for p in params))
     values, ids = weights.topk(width, dim=-1)  # [F, W], descending; values[:, 0] == 1
     total = weights.sum(dim=-1)  # [F]
     tokens, complete = _draw_candidates(values, ids, total, params, uniform, vocab)
