@@ -8,7 +8,7 @@ Message contents are user text and must never become control tokens. Each conten
 a unique placeholder; the template text between placeholders is tokenized with ``encode`` (control
 tokens parsed) and each content with ``encode_plain``. The spliced text is checked against a
 normal render; a template that rewrites contents falls back to the normal render, which is only
-allowed when no content holds an added-token string.
+allowed when the contents bring no added-token string into it.
 """
 
 from __future__ import annotations
@@ -137,14 +137,15 @@ class ChatFormatter:
         ]
         render = self._renderer(add_generation_prompt, template_kwargs)
         text = render(prepared)
-        pieces = re.split(f"\ue000{marker}(\\d+)\ue001", render(placeholders))
+        template_only = render(placeholders)
+        pieces = re.split(f"\ue000{marker}(\\d+)\ue001", template_only)
         # re.split alternates: template text, content index, template text, ...
         spliced = "".join(
             piece if n % 2 == 0 else str(contents[int(piece)]) for n, piece in enumerate(pieces)
         )
         if spliced == text:
             return self._splice(pieces, contents, text)
-        return self._fallback(text, contents)
+        return self._fallback(text, template_only)
 
     def _renderer(
         self, add_generation_prompt: bool, template_kwargs: Mapping[str, object]
@@ -174,17 +175,17 @@ class ChatFormatter:
         # Only the template text after the last content can open the model's reasoning.
         return Prompt(tuple(ids), text, opens_reasoning=ends_inside_reasoning(pieces[-1]))
 
-    def _fallback(self, text: str, contents: list[object]) -> Prompt:
-        for content in contents:
-            if not isinstance(content, str):
-                continue
-            for token in self._added_tokens:
-                if token in content:
-                    raise RequestError(
-                        f"message content contains {token!r}, which this model's chat template "
-                        "would turn into a control token",
-                        param="messages",
-                    )
+    def _fallback(self, text: str, template_only: str) -> Prompt:
+        """A normal render, allowed only if no content put an added-token string into it."""
+        # template_only is the render with placeholders for contents: an added token found more
+        # often in the real render than there came from a message's content.
+        for token in self._added_tokens:
+            if text.count(token) > template_only.count(token):
+                raise RequestError(
+                    f"message content contains {token!r}, which this model's chat template "
+                    "would turn into a control token",
+                    param="messages",
+                )
         return Prompt(
             tuple(self._tokenizer.encode(text)), text, opens_reasoning=ends_inside_reasoning(text)
         )

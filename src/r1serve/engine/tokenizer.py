@@ -19,6 +19,8 @@ from tokenizers import Tokenizer
 
 from r1serve.errors import RequestError, UnsupportedModelError
 
+_SLOW_TOKENIZER_FILES = ("*.model", "vocab.json", "*.tiktoken", "vocab.txt")
+
 
 @dataclass(frozen=True, slots=True)
 class TokenizerFiles:
@@ -158,6 +160,11 @@ def _convert_with_transformers(directory: Path) -> tuple[Tokenizer, str | None, 
     """For models that ship only sentencepiece files: transformers' conversion to a fast one."""
     from transformers import AutoTokenizer
 
+    # transformers 5 builds an empty tokenizer from no files at all; only convert real ones.
+    if not any(f for pattern in _SLOW_TOKENIZER_FILES for f in directory.glob(pattern)):
+        raise UnsupportedModelError(
+            f"{directory} has no tokenizer: no tokenizer.json, tokenizer.model or vocab files"
+        )
     try:
         converted = AutoTokenizer.from_pretrained(
             str(directory), local_files_only=True, trust_remote_code=False
