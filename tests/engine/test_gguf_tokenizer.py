@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gguf
 import pytest
 from tests.conftest import TINY_R1_HF
 from tokenizers import Tokenizer
@@ -205,3 +206,32 @@ def test_smollm2_splits_digits_like_its_hf_tokenizer(smollm2_tokenizer: HFTokeni
     tokens = smollm2_tokenizer.backend.encode("Price 12345 dollars").tokens
     assert tokens == ["Price", "Ġ", "1", "2", "3", "4", "5", "Ġdollars"]
     assert smollm2_tokenizer.backend.encode("I'm here").tokens == ["I", "'m", "Ġhere"]
+
+
+def write_sentencepiece_gguf(path: Path) -> None:
+    """A tiny llama-style (SentencePiece) vocabulary: specials, 256 byte tokens, a few pieces."""
+    pieces = ["▁", "h", "e", "l", "o", "w", "r", "d", "he", "ll", "▁he", "▁hell", "▁hello"]
+    pieces += ["or", "▁w", "▁wor", "▁worl", "▁world"]
+    tokens = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), *pieces]
+    writer = gguf.GGUFWriter(str(path), arch="llama")
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_types([2, 3, 3] + [6] * 256 + [1] * len(pieces))
+    writer.add_token_scores([0.0] * 259 + [-float(i) for i in range(len(pieces))])
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    writer.add_add_bos_token(True)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_sentencepiece_gguf_is_refused_while_conversion_loses_text(tmp_path: Path) -> None:
+    path = tmp_path / "spm.gguf"
+    write_sentencepiece_gguf(path)
+    with pytest.raises(
+        UnsupportedModelError, match="SentencePiece GGUF tokenizers are not supported"
+    ):
+        build_gguf_tokenizer(path)

@@ -250,7 +250,7 @@ def _post_processor(meta: dict[str, Any], tokens: list[str]) -> dict[str, Any] |
 
 
 def _sentencepiece_tokenizer(path: Path, meta: dict[str, Any]) -> Tokenizer:
-    """SentencePiece GGUFs: transformers' own conversion, checked before it is trusted."""
+    """SentencePiece GGUFs: transformers' own conversion, used only if it proves correct here."""
     from transformers import AutoTokenizer
 
     try:
@@ -264,16 +264,26 @@ def _sentencepiece_tokenizer(path: Path, meta: dict[str, Any]) -> Tokenizer:
     backend: Tokenizer = converted.backend_tokenizer
     tokens: list[str] = meta["tokenizer.ggml.tokens"]
     types: list[int] = meta.get("tokenizer.ggml.token_type") or []
-    # The conversion is only usable if every control token keeps its own id.
-    wrong = [
+    wrong_ids = [
         token
         for token_id, (token, token_type) in enumerate(zip(tokens, types, strict=False))
         if token_type == _CONTROL and backend.token_to_id(token) != token_id
     ]
-    if wrong:
+    if wrong_ids:
         raise UnsupportedModelError(
-            f"{path.name}: transformers' conversion of this SentencePiece GGUF tokenizer gives "
-            f"wrong ids for {len(wrong)} control token(s), e.g. {wrong[0]!r}; use the model's "
-            "Hugging Face directory instead"
+            f"{path.name}: SentencePiece GGUF tokenizers are not supported: transformers' "
+            f"conversion gives {wrong_ids[0]!r} the wrong id; use the model's HF directory"
         )
+    # SentencePiece keeps every character (byte fallback), so text must survive a round trip;
+    # transformers 5.24's conversion drops a leading space, which changes prompts.
+    for probe in _SENTENCEPIECE_PROBES:
+        decoded = backend.decode(backend.encode(probe, add_special_tokens=False).ids)
+        if decoded != probe:
+            raise UnsupportedModelError(
+                f"{path.name}: SentencePiece GGUF tokenizers are not supported: transformers' "
+                f"conversion turns {probe!r} into {decoded!r}; use the model's HF directory"
+            )
     return backend
+
+
+_SENTENCEPIECE_PROBES = (" leading space", "two  spaces\nand a line", "naïve 数字 123 😀")
