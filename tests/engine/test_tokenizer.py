@@ -116,3 +116,25 @@ def test_dir_without_any_tokenizer_is_unsupported(tmp_path: Path) -> None:
     shutil.copy(TINY_R1_HF / "config.json", tmp_path / "config.json")
     with pytest.raises(UnsupportedModelError, match="has no tokenizer"):
         HFTokenizer.from_dir(tmp_path)
+
+
+def test_dir_with_only_vocab_files_uses_transformers_conversion(
+    tmp_path: Path, upstream_tiny_tokenizer: Tokenizer
+) -> None:
+    document = json.loads((TINY_R1_HF / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = json.dumps(document["model"]["vocab"], ensure_ascii=False)
+    (tmp_path / "vocab.json").write_text(vocab, encoding="utf-8")
+    merges = "#version: 0.2\n" + "\n".join(document["model"]["merges"]) + "\n"
+    (tmp_path / "merges.txt").write_text(merges, encoding="utf-8")
+    config = json.loads((TINY_R1_HF / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "Qwen2Tokenizer"  # the slow tokenizer that reads these files
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    tokenizer = HFTokenizer.from_dir(tmp_path)
+    for text in ("Hello, 世界! 😀 e\u0301", "<｜User｜>hi<｜Assistant｜>", "12345  x\n\n"):
+        assert (
+            tokenizer.encode(text)
+            == upstream_tiny_tokenizer.encode(text, add_special_tokens=False).ids
+        )
+    assert tokenizer.bos_token_id == 151646
+    assert tokenizer.eos_token_ids == frozenset({151643})
+    assert tokenizer.encode("hi", add_special_tokens=True) == [151646, 6023]
