@@ -75,7 +75,7 @@ def test_gguf_file_and_folder_holding_one(tiny_gguf_alone: Path) -> None:
     assert by_folder.kind == "gguf" and by_folder.file == tiny_gguf_alone.resolve()
 
 
-@pytest.mark.parametrize("spec", ["/no/such/model", "missing.gguf", "./nothing-here"])
+@pytest.mark.parametrize("spec", ["/no/such/model", "missing.gguf", "./nothing-here", "a\0b"])
 def test_missing_path_is_not_found(spec: str) -> None:
     with pytest.raises(ModelNotFoundError, match="not found"):
         resolve_model_source(spec)
@@ -323,3 +323,12 @@ def test_embedded_smollm2_loads_and_answers() -> None:
     reply = [int(i) for i in output[0, len(prompt.token_ids) :]]
     assert reply[-1] == 2
     assert "Paris" in loaded.tokenizer.decode(reply)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tiny_r1_on_cuda_defaults_to_bfloat16() -> None:
+    loaded = load_model(resolve_model_source(str(TINY_R1_HF)))
+    assert loaded.device.type == "cuda"
+    assert loaded.dtype == torch.bfloat16 == next(loaded.model.parameters()).dtype
+    assert greedy_reply(loaded) == TINY_REPLY_IDS

@@ -110,7 +110,13 @@ def resolve_model_source(
     """Turn a ``--model`` value into a ModelSource, or raise a one-line ConfigError."""
     if spec is None or not spec.strip():
         return _embedded_default()
-    spec = spec.strip()
+    try:
+        return _resolve(spec.strip(), store_lookup)
+    except (OSError, ValueError) as exc:  # unreadable folders, NUL bytes in a name
+        raise ModelNotFoundError(f"model {spec!r} not found: {exc}") from exc
+
+
+def _resolve(spec: str, store_lookup: Callable[[str], Path | None] | None) -> ModelSource:
     candidate = Path(spec).expanduser()
     if candidate.exists():
         return _source_at(candidate, _display_name(candidate))
@@ -384,7 +390,10 @@ def _read_template_file(path: Path) -> str:
 def _load_weights(source: ModelSource, dtype: torch.dtype, device: torch.device) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
-    extra: dict[str, Any] = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    # use_safetensors: never fall back to pickled weights that happen to sit next to them.
+    extra: dict[str, Any] = (
+        {"gguf_file": source.gguf_file} if source.gguf_file else {"use_safetensors": True}
+    )
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(source.path),
