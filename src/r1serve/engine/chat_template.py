@@ -126,6 +126,7 @@ class ChatFormatter:
         **template_kwargs: object,
     ) -> Prompt:
         """Apply the template and tokenize the result."""
+        self._refuse_added_tokens(template_kwargs)
         prepared = _prepare_messages(messages, keep_last_reasoning=not add_generation_prompt)
         contents = [message.get("content") for message in prepared]
         marker = _unused_marker(contents)
@@ -137,7 +138,11 @@ class ChatFormatter:
         ]
         render = self._renderer(add_generation_prompt, template_kwargs)
         text = render(prepared)
-        template_only = render(placeholders)
+        try:
+            template_only = render(placeholders)
+        except RequestError:  # a template that needs the real contents (e.g. parses them)
+            self._refuse_added_tokens(contents)
+            return self._encoded(text, opens_reasoning=ends_inside_reasoning(text))
         pieces = re.split(f"\ue000{marker}(\\d+)\ue001", template_only)
         # re.split alternates: template text, content index, template text, ...
         spliced = "".join(
@@ -159,7 +164,7 @@ class ChatFormatter:
 
         def render(messages: list[dict[str, object]]) -> str:
             try:
-                return self._template.render(**variables, messages=messages)
+                return self._template.render({**variables, "messages": messages})
             except Exception as exc:  # template code may raise anything; it is the request's fault
                 raise RequestError(f"chat template error: {exc}", param="messages") from exc
 
@@ -186,9 +191,27 @@ class ChatFormatter:
                     "would turn into a control token",
                     param="messages",
                 )
-        return Prompt(
-            tuple(self._tokenizer.encode(text)), text, opens_reasoning=ends_inside_reasoning(text)
-        )
+        return self._encoded(text, opens_reasoning=ends_inside_reasoning(text))
+
+    def _encoded(self, text: str, *, opens_reasoning: bool) -> Prompt:
+        return Prompt(tuple(self._tokenizer.encode(text)), text, opens_reasoning=opens_reasoning)
+
+    def _refuse_added_tokens(self, value: object) -> None:
+        """RequestError if any string in value (nested lists and dicts too) holds an added token."""
+        if isinstance(value, str):
+            for token in self._added_tokens:
+                if token in value:
+                    raise RequestError(
+                        f"the request contains {token!r}, which this model's chat template would "
+                        "turn into a control token",
+                        param="messages",
+                    )
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                self._refuse_added_tokens(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                self._refuse_added_tokens(item)
 
 
 def _prepare_messages(
