@@ -85,9 +85,7 @@ def sse_payloads(text: str) -> list[str]:
 
 
 def chat(client: TestClient, messages: list[dict[str, Any]] | None = None, **fields: Any) -> Any:
-    response = client.post(
-        "/v1/chat/completions", json={"messages": messages or HI, **fields}
-    )
+    response = client.post("/v1/chat/completions", json={"messages": messages or HI, **fields})
     assert response.status_code == 200, response.text
     return response.json()
 
