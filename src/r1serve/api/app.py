@@ -12,12 +12,13 @@ from fastapi.staticfiles import StaticFiles
 from r1serve import __version__
 from r1serve.api.deps import ClientGone
 from r1serve.api.errors import install_error_handlers
+from r1serve.api.metrics import ServerMetrics
 from r1serve.api.middleware import (
     BodyLimitMiddleware,
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
-from r1serve.api.routes import health, openai, simple, ui
+from r1serve.api.routes import health, metrics, openai, simple, ui
 from r1serve.api.service import CompletionService
 from r1serve.engine.protocol import Engine
 from r1serve.settings import Settings
@@ -57,7 +58,8 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     async def _gone(_: Request, __: ClientGone) -> Response:
         return Response(status_code=499)
 
-    for module in (openai, simple, health, ui):
+    app.state.metrics = ServerMetrics(engine)
+    for module in (openai, simple, health, metrics, ui):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static")
 

@@ -13,7 +13,7 @@ from r1serve.engine.kv import KVPlan, bytes_per_token, plan_kv
 from r1serve.engine.loader import LoadedModel, load_model, resolve_model_source
 from r1serve.engine.native import NativeRunner, unsupported_reason
 from r1serve.engine.runner import ModelRunner
-from r1serve.engine.scheduler import FinishHook, SchedulerConfig
+from r1serve.engine.scheduler import SchedulerConfig
 from r1serve.errors import ConfigError
 from r1serve.settings import Settings
 
@@ -63,7 +63,6 @@ def build_engine(
     settings: Settings,
     *,
     store_lookup: Callable[[str], Path | None] | None = None,
-    on_finish: FinishHook | None = None,
 ) -> BuiltEngine:
     """Load the configured model and wrap it in a LocalEngine (not started yet)."""
     source = resolve_model_source(settings.model, store_lookup=store_lookup)
@@ -101,6 +100,5 @@ def build_engine(
             }.items()
             if v is not None
         },
-        on_finish=on_finish,
     )
     return BuiltEngine(engine, loaded, plan, kind)
