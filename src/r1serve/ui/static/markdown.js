@@ -63,8 +63,9 @@ const marked = new Marked({
       const classes = language ? `hljs language-${language}` : "hljs";
       return `<pre><code class="${classes}">${highlight(text, language)}</code></pre>\n`;
     },
-    html({ text }) {
-      return escapeHtml(text);
+    html({ text, block }) {
+      // Shown as the model wrote it; a block keeps its line breaks (see .raw-html).
+      return block ? `<p class="raw-html">${escapeHtml(text.trim())}</p>\n` : escapeHtml(text);
     },
   },
 });
