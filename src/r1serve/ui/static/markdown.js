@@ -37,7 +37,9 @@ purifier.addHook("uponSanitizeAttribute", (node, data) => {
   } else if (!isLocalResource(data.attrValue)) {
     // An <img> (or anything else with a src) pointing elsewhere would leak to that site.
     data.keepAttr = false;
-    if (node.nodeName === "IMG") blockedImages.set(node, data.attrValue);
+    if (node.nodeName === "IMG" && isWebUrl(data.attrValue)) {
+      blockedImages.set(node, data.attrValue);
+    }
   }
 });
 
@@ -86,6 +88,14 @@ function isSafeLink(value) {
   try {
     const url = new URL(value, window.location.href);
     return SAFE_LINK_PROTOCOLS.has(url.protocol);
+  } catch {
+    return false;
+  }
+}
+
+function isWebUrl(value) {
+  try {
+    return ["http:", "https:"].includes(new URL(value, window.location.href).protocol);
   } catch {
     return false;
   }
