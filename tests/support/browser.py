@@ -194,7 +194,9 @@ def new_chat_page(
 
     def record_chat_request(request: Request) -> None:
         if request.url.endswith("/v1/chat/completions") and request.method == "POST":
-            chat.chat_requests.append(request.post_data_json)
+            body = request.post_data_json
+            assert isinstance(body, dict), body
+            chat.chat_requests.append(body)
 
     page.on("request", record_chat_request)
     return chat, context.close

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from support.browser import (
     CHROMIUM,
@@ -16,6 +16,9 @@ from support.browser import (
     new_chat_page,
     run_ui_server,
 )
+
+# The shared 2-core machine can be slow; a stuck page still fails well inside the test timeout.
+expect.set_options(timeout=10_000)
 
 
 @pytest.fixture(scope="session")
