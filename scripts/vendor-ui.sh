@@ -4,7 +4,7 @@
 # The chat page loads nothing from a CDN: every third-party file it uses is copied here from
 # the package tarball, with the package's license files, and listed in vendor/README.md.
 # Each tarball is checked against the sha512 pinned below before anything is copied.
-# Needs: npm, tar, sha512sum, base64.  Usage: scripts/vendor-ui.sh
+# Needs: npm (with node) and tar.  Usage: scripts/vendor-ui.sh
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +30,13 @@ FILES=(
   "@highlightjs/cdn-assets LICENSE highlight.js/LICENSE"
 )
 
+# npm's integrity string of a file: "sha512-" + base64 of its SHA-512 digest.
+integrity_of() {
+  node -e 'const data = require("fs").readFileSync(process.argv[1]);
+    process.stdout.write("sha512-" + require("crypto").createHash("sha512").update(data).digest("base64"));' "$1"
+}
+license_of() { node -p "require('$1/package.json').license"; }
+
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -39,7 +46,7 @@ for entry in "${PACKAGES[@]}"; do
   name="${spec%@*}"
   version="${spec##*@}"
   tarball="$(cd "$WORK" && npm pack --silent "$spec" | tail -n 1)"
-  actual="sha512-$(sha512sum "$WORK/$tarball" | cut -d' ' -f1 | xxd -r -p | base64 -w0)"
+  actual="$(integrity_of "$WORK/$tarball")"
   if [[ "$actual" != "$integrity" ]]; then
     echo "integrity mismatch for $spec: got $actual" >&2
     exit 1
@@ -58,8 +65,6 @@ for entry in "${FILES[@]}"; do
   mkdir -p "$(dirname "$VENDOR/$dest")"
   cp "${UNPACKED[$name]}/$source" "$VENDOR/$dest"
 done
-
-license_of() { node -p "require('$1/package.json').license"; }
 
 {
   echo "# Vendored front-end packages"

@@ -157,6 +157,7 @@ def test_new_chat_clears_the_conversation(chat: ChatPage) -> None:
     chat.server.replies.set(FakeReply("first"))
     chat.send("hello")
     chat.wait_idle()
+    expect(chat.page.locator(".message.assistant .thinking")).to_be_hidden()  # no reasoning
     chat.page.locator(".new-chat").click()
     expect(chat.page.locator(".message")).to_have_count(0)
     expect(chat.page.locator(".empty-hint")).to_be_visible()

@@ -133,3 +133,15 @@ def test_sanitizer_alone_neutralizes_raw_html(open_chat: Callable[..., ChatPage]
         for banned in ("<script", "<iframe", "<svg", "<math", "<style", "<form", "<base", "<meta"):
             assert banned not in lowered, (html, clean)
         assert "javascript:" not in lowered, (html, clean)
+
+
+def test_payloads_typed_by_the_user_are_shown_as_text(chat: ChatPage) -> None:
+    # Case 20: the same payloads in the user's own message.
+    chat.server.replies.set(FakeReply("ok"))
+    chat.page.locator(".composer-input").fill(DOCUMENT)
+    chat.page.locator(".composer-input").press("Enter")
+    chat.wait_idle()
+    chat.page.wait_for_timeout(300)
+    expect(chat.page.locator(".message.user .user-text")).to_have_text(DOCUMENT)
+    assert chat.page.locator(".message.user .user-text *").count() == 0
+    assert chat.chat_requests[0]["messages"][-1]["content"] == DOCUMENT
