@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from support.models import TINY_R1_GGUF, TINY_R1_HF
 
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from support.api import REPLY, LiveServer, make_settings
 
 from r1serve.api.app import create_app
 from r1serve.engine.fake import FakeEngine
 from r1serve.settings import Settings
+from support.api import REPLY, LiveServer, make_settings
 
 
 @pytest.fixture
