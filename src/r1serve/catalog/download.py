@@ -113,7 +113,8 @@ def _write_body(
     try:
         # "ab" only when the server honoured our range; otherwise truncate and start over.
         with job.partial.open("ab" if offset else "wb") as handle:
-            for chunk in response.iter_bytes(CHUNK_BYTES):
+            # Unbuffered: every byte received is on disk before a dropped connection surfaces.
+            for chunk in response.iter_bytes():
                 written += len(chunk)
                 if written > job.remote.size:
                     raise _Corrupt(f"the server sent more than the listed {job.remote.size} bytes")

@@ -108,7 +108,9 @@ class _Cursor:
     def count(self, limit: int, what: str) -> int:
         value = int(self.take("<Q"))
         if value > limit:
-            raise UnsupportedModelError(f"GGUF header declares {value} {what}; not a valid file")
+            raise UnsupportedModelError(
+                f"GGUF header declares {value} {what}: the file is truncated or corrupt"
+            )
         return value
 
     def string(self) -> str:

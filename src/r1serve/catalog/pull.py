@@ -364,6 +364,15 @@ def pull(
     )
 
 
+def _save_manifest(folder: Path, manifest: Manifest) -> None:
+    try:
+        write_manifest(folder, manifest)
+    except OSError as exc:
+        raise DownloadError(
+            f"cannot write the manifest in {folder}: {exc.strerror or exc}"
+        ) from exc
+
+
 def _download_all(
     listing: RepoListing,
     folder: Path,
@@ -381,7 +390,7 @@ def _download_all(
     # of an earlier, different pull into the same folder (another GGUF) stay pending.
     pending = {j.remote.path for j in jobs}
     manifest.pending = sorted((set(manifest.pending) - selected) | pending)
-    write_manifest(folder, manifest)
+    _save_manifest(folder, manifest)
     # The endpoint that listed the repo first, then the others in the order given.
     ordered = [listing.endpoint] + [e for e in endpoints if e != listing.endpoint]
     headers = auth_headers(options.token)
@@ -398,4 +407,4 @@ def _download_all(
         remote = job.remote
         manifest.files[remote.path] = ManifestFile(remote.size, remote.sha256, remote.blob_id)
         manifest.pending = [p for p in manifest.pending if p != remote.path]
-        write_manifest(folder, manifest)
+        _save_manifest(folder, manifest)

@@ -145,9 +145,13 @@ def write_manifest(folder: Path, manifest: Manifest) -> None:
     with tempfile.NamedTemporaryFile(
         "w", encoding="utf-8", dir=directory, suffix=".tmp", delete=False
     ) as handle:
-        handle.write(manifest.to_json())
-        handle.flush()
-        os.fsync(handle.fileno())
+        try:
+            handle.write(manifest.to_json())
+            handle.flush()
+            os.fsync(handle.fileno())
+        except OSError:
+            Path(handle.name).unlink(missing_ok=True)
+            raise
     os.replace(handle.name, directory / MANIFEST_NAME)
 
 

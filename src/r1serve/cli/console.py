@@ -51,6 +51,10 @@ def exit_on_error() -> Iterator[None]:
         message = " ".join(exc.message.split())
         print(f"error: {message}", file=sys.stderr)
         raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
+    except OSError as exc:  # the file system said no (permissions, disk full) outside a download
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         raise typer.Exit(130) from None

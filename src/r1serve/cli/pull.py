@@ -49,7 +49,8 @@ class RichTransferProgress:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._progress.stop()
+        if self._started:
+            self._progress.stop()
 
     def start_file(self, path: str, total: int, done: int) -> None:
         """Show (or reset, after a restart from zero) the bar of ``path``."""
@@ -75,6 +76,11 @@ class RichTransferProgress:
     def note(self, message: str) -> None:
         """Print a one-line note above the bars."""
         self._progress.console.print(f"[yellow]{message}[/yellow]")
+
+
+def _interactive() -> bool:
+    """Whether someone can answer a prompt."""
+    return sys.stdin.isatty()
 
 
 def _confirm(plan: PullPlan, console: Console) -> bool:
@@ -109,7 +115,7 @@ def pull_command(
         parsed = parse_pull_target(target)
         options = PullOptions(revision=revision, mirrors=tuple(mirror), allow_pickle=allow_pickle)
         # Ask only when someone can answer; scripts and --yes go straight on.
-        ask = not yes and sys.stdin.isatty()
+        ask = not yes and _interactive()
         with RichTransferProgress(console) as progress:
             result = pull(
                 parsed,
