@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.conftest import TINY_R1_HF
 
 from r1serve.catalog.catalog import find_entry
 from r1serve.catalog.estimate import (
@@ -18,6 +17,7 @@ from r1serve.catalog.estimate import (
     weight_bytes,
 )
 from r1serve.errors import UnsupportedModelError
+from support.models import TINY_R1_HF
 
 # Published totals (model cards / hub "Model size"); R1's 671B excludes its 14B MTP module.
 PUBLISHED_TOTALS = {

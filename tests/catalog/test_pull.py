@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 from huggingface_hub import constants
-from tests.conftest import TINY_R1_GGUF, TINY_R1_HF
-from tests.fakehub import FakeHub, dead_url
 
+from fakehub import FakeHub, dead_url
 from r1serve.catalog.pull import PullOptions, PullTarget, parse_pull_target, pull
 from r1serve.catalog.store import list_models, lookup, meta_dir, read_manifest
 from r1serve.errors import DownloadError
+from support.models import TINY_R1_GGUF, TINY_R1_HF
 
 TINY = "r1serve-test/tiny-r1"
 GGUF_REPO = "r1serve-test/tiny-r1-GGUF"

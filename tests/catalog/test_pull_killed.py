@@ -9,9 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from tests.fakehub import FakeHub
-
 import r1serve
+from fakehub import FakeHub
 from r1serve.catalog.pull import PullOptions, PullTarget, pull
 from r1serve.catalog.store import lookup
 

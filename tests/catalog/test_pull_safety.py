@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.fakehub import FakeHub
 
+from fakehub import FakeHub
 from r1serve.catalog import download
 from r1serve.catalog.pull import (
     MAX_FILE_BYTES,

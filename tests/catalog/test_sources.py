@@ -8,13 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.conftest import TINY_R1_GGUF, TINY_R1_HF
-from tests.fakehub import FakeHub
 
+from fakehub import FakeHub
 from r1serve.catalog.gguf_header import parse_gguf_header, read_gguf_header
 from r1serve.catalog.hub import hub_endpoints
 from r1serve.catalog.sources import estimate_source
 from r1serve.errors import DownloadError, ModelNotFoundError, UnsupportedModelError
+from support.models import TINY_R1_GGUF, TINY_R1_HF
 
 TINY_PARAMS = 9_806_400
 TINY_KV_PER_TOKEN = 2 * 2 * 16 * 2 * 2  # layers x KV heads x head dim x (K, V) x bf16

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.conftest import TINY_R1_GGUF, TINY_R1_HF
 
 from r1serve.catalog.store import (
     Manifest,
@@ -22,6 +21,7 @@ from r1serve.catalog.store import (
     write_manifest,
 )
 from r1serve.errors import ModelNotFoundError, UnsupportedModelError
+from support.models import TINY_R1_GGUF, TINY_R1_HF
 
 
 def _store_hf(data_dir: Path, repo_id: str, revision: str = "main", pending: bool = False) -> Path:

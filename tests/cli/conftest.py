@@ -1,3 +1,3 @@
-from tests.fakehub.fixtures import fake_hub, second_hub
+from fakehub.fixtures import fake_hub, second_hub
 
 __all__ = ["fake_hub", "second_hub"]

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.conftest import TINY_R1_GGUF, TINY_R1_HF
-from tests.fakehub import FakeHub
 from typer.testing import CliRunner
 
+from fakehub import FakeHub
 from r1serve.catalog.hardware import MemoryDevice
 from r1serve.cli import _register, app
+from support.models import TINY_R1_GGUF, TINY_R1_HF
 
 GIB = 1 << 30
 GPU_24 = MemoryDevice("cuda", 0, "NVIDIA GeForce RTX 4090", 24 * GIB, int(23.5 * GIB))
@@ -104,4 +104,4 @@ def test_estimate_failure_is_one_line_and_non_zero(machine: Machine, tmp_path: P
     machine(CPU_24)
     result = runner.invoke(app, ["models", "--estimate", str(tmp_path / "nope")])
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("r1serve: error: ") and result.stderr.count("\n") == 1

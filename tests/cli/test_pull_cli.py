@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.fakehub import FakeHub, dead_url
 from typer.testing import CliRunner
 
+from fakehub import FakeHub, dead_url
 from r1serve.cli import _register, app
 
 _register()
@@ -56,7 +56,9 @@ def test_pull_failure_is_one_line_non_zero(fake_hub: FakeHub, data_dir: Path) ->
     fake_hub.faults.flip_byte["model.safetensors"] = 123
     result = runner.invoke(app, ["pull", TINY, "--yes"])
     assert result.exit_code == 1
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    error_lines = [
+        line for line in result.stderr.splitlines() if line.startswith("r1serve: error:")
+    ]
     assert len(error_lines) == 1 and "sha256 mismatch" in error_lines[0]
     assert "Traceback" not in result.output
 
@@ -75,7 +77,7 @@ def test_bad_requests_fail_cleanly(
 ) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code != 0
-    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert result.stderr.startswith("r1serve: error: ") and message in result.stderr
 
 
 def test_pull_asks_on_a_terminal_and_can_be_declined(

@@ -1,6 +1,6 @@
 """A fake Hugging Face hub for download tests (see server.py)."""
 
-from tests.fakehub.server import (
+from fakehub.server import (
     COMMIT,
     HTML_ERROR_PAGE,
     FakeHub,

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import huggingface_hub
 import pytest
 from huggingface_hub import constants
-from tests.fakehub.server import FakeHub, running_hub
+
+from fakehub.server import FakeHub, running_hub
 
 FAKE_TOKEN = "hf_r1serve_fake_test_token"
 
@@ -26,6 +27,7 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         yield hub
     huggingface_hub.close_session()
+    assert hub.server_errors == []
 
 
 @pytest.fixture
@@ -33,3 +35,4 @@ def second_hub() -> Iterator[FakeHub]:
     """Another fake hub on another port (another origin): a CDN or a second mirror."""
     with running_hub() as hub:
         yield hub
+    assert hub.server_errors == []

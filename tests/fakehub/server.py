@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from tests.conftest import TINY_R1_GGUF, TINY_R1_HF
+from support.models import TINY_R1_GGUF, TINY_R1_HF
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 HTML_ERROR_PAGE = b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>"
@@ -142,7 +143,9 @@ class FakeHub:
         self.log: list[LoggedRequest] = []
         self._lock = threading.Lock()
         self._drops_done = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self.server_errors: list[BaseException] = []  # handler bugs, not dropped clients
+        self._server = _Server(("127.0.0.1", 0), _make_handler(self))
+        self._server.hub = self
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -204,6 +207,16 @@ def running_hub(repos: dict[str, list[HubFile]] | None = None) -> Iterator[FakeH
         yield hub
     finally:
         hub.stop()
+
+
+class _Server(ThreadingHTTPServer):
+    hub: FakeHub
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hang up mid-body in the fault tests; anything else is a bug in the fake.
+        error = sys.exc_info()[1]
+        if error is not None and not isinstance(error, ConnectionError | TimeoutError):
+            self.hub.server_errors.append(error)
 
 
 _API = re.compile(r"^/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?$")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import typer
 from rich.console import Console
 
+from r1serve.cli.common import fail
 from r1serve.errors import ConfigError, R1ServeError
 
 
@@ -48,13 +47,9 @@ def exit_on_error() -> Iterator[None]:
     try:
         yield
     except R1ServeError as exc:
-        message = " ".join(exc.message.split())
-        print(f"error: {message}", file=sys.stderr)
-        raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
+        fail(" ".join(exc.message.split()), 2 if isinstance(exc, ConfigError) else 1)
     except OSError as exc:  # the file system said no (permissions, disk full) outside a download
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
-        raise typer.Exit(1) from None
+        fail(f"{exc.strerror or exc}{where}", 1)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        raise typer.Exit(130) from None
+        fail("interrupted", 130)
