@@ -47,6 +47,7 @@ def test_pulls_weights_config_and_tokenizer_but_no_code_or_pickles(
     for name in ("config.json", "generation_config.json", SAFETENSORS, "tokenizer.json"):
         assert (folder / name).read_bytes() == (TINY_R1_HF / name).read_bytes()
     assert (folder / "README.md").is_file()
+    assert (folder / "LICENSE").read_bytes() == b""
     for refused in ("modeling_evil.py", "training_args.bin", "optimizer.pkl", ".gitattributes"):
         assert not (folder / refused).exists()
         assert refused in result.skipped
@@ -242,10 +243,12 @@ def test_offline_mode_refuses(
 
 
 def test_unknown_repo_and_revision(fake_hub: FakeHub, tmp_path: Path) -> None:
-    with pytest.raises(DownloadError, match="HTTP 404"):
+    with pytest.raises(DownloadError, match="HTTP 404, no such repo"):
         pull(PullTarget("r1serve-test/missing"), tmp_path, FAST)
-    with pytest.raises(DownloadError, match="HTTP 404"):
+    with pytest.raises(DownloadError, match="HTTP 404, no such revision"):
         pull(PullTarget(TINY), tmp_path, PullOptions(revision="v9"))
+    with pytest.raises(DownloadError, match="HTTP 403, gated repo: .* set HF_TOKEN"):
+        pull(PullTarget("r1serve-test/gated"), tmp_path, FAST)
     with pytest.raises(DownloadError, match="not a hub repo id"):
         parse_pull_target("../../etc")
 

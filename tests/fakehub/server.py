@@ -28,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 from support.models import TINY_R1_GGUF, TINY_R1_HF
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+GATED_REPO = "r1serve-test/gated"  # answers 403 GatedRepo, like a repo whose terms are not accepted
 HTML_ERROR_PAGE = b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>"
 CHUNK = 64 * 1024
 
@@ -89,6 +90,7 @@ def default_repos() -> dict[str, list[HubFile]]:
         _hf_file("tokenizer.json", lfs=True),
         _hf_file("tokenizer_config.json"),
         readme,
+        HubFile("LICENSE", b"", False),  # empty: complete before any byte arrives
         HubFile(".gitattributes", b"*.safetensors filter=lfs\n", False),
         HubFile("modeling_evil.py", b"import os\nos.system('echo pwned')\n", False),
         HubFile("training_args.bin", b"\x80\x04pickle", True),
@@ -290,6 +292,8 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _listing(self, repo_id: str, revision: str) -> None:
         if "api" in self.hub.faults.html_error:
             return self._html()
+        if repo_id == GATED_REPO:
+            return self._error(403, "GatedRepo")
         if repo_id not in self.hub.repos:
             return self._error(404, "RepoNotFound")
         if revision not in ("main", COMMIT):

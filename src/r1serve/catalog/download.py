@@ -33,13 +33,17 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 class TransferProgress(Protocol):
     """Where download progress goes (rich bars in the CLI, nothing in library use)."""
 
-    def start_file(self, path: str, total: int, done: int) -> None: ...
+    def start_file(self, path: str, total: int, done: int) -> None:
+        """A transfer of ``path`` begins (again) with ``done`` of ``total`` bytes on disk."""
 
-    def advance(self, path: str, nbytes: int) -> None: ...
+    def advance(self, path: str, nbytes: int) -> None:
+        """``nbytes`` more of ``path`` arrived."""
 
-    def finish_file(self, path: str) -> None: ...
+    def finish_file(self, path: str) -> None:
+        """``path`` is verified and in place."""
 
-    def note(self, message: str) -> None: ...
+    def note(self, message: str) -> None:
+        """Something worth a line: a retry, a restart, a mirror skipped."""
 
 
 class NoProgress:
@@ -138,6 +142,8 @@ def _transfer(
 ) -> None:
     offset = _partial_size(job)
     if offset == job.remote.size:
+        job.partial.parent.mkdir(parents=True, exist_ok=True)
+        job.partial.touch()  # an empty file is complete before any request
         return
     # identity: byte offsets must refer to the file itself, not to a compressed stream.
     request_headers = {**headers, "Accept-Encoding": "identity"}

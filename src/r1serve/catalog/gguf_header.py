@@ -98,6 +98,7 @@ class _Cursor:
         self.offset = 0
 
     def take(self, fmt: str) -> int | float | bool:
+        """One value of struct format ``fmt``."""
         size = struct.calcsize(fmt)
         if self.offset + size > len(self.data):
             raise UnsupportedModelError("GGUF header ends early: the file is truncated")
@@ -106,6 +107,7 @@ class _Cursor:
         return value
 
     def count(self, limit: int, what: str) -> int:
+        """A u64 count, refused above ``limit``."""
         value = int(self.take("<Q"))
         if value > limit:
             raise UnsupportedModelError(
@@ -114,12 +116,14 @@ class _Cursor:
         return value
 
     def string(self) -> str:
+        """A length-prefixed UTF-8 string."""
         length = self.count(len(self.data) - self.offset, "bytes in a string")
         raw = self.data[self.offset : self.offset + length]
         self.offset += length
         return bytes(raw).decode("utf-8", errors="replace")
 
     def skip_string(self) -> None:
+        """Step over a length-prefixed string."""
         length = self.count(len(self.data) - self.offset, "bytes in a string")
         self.offset += length
 

@@ -17,7 +17,13 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx2
 from huggingface_hub import HfApi, constants, get_session, hf_hub_url
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    HFValidationError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from huggingface_hub.utils import build_hf_headers, validate_repo_id
 
 from r1serve.errors import DownloadError
@@ -89,7 +95,14 @@ def auth_headers(token: str | None) -> dict[str, str]:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, HfHubHTTPError) and exc.response is not None:
-        return f"HTTP {exc.response.status_code}"
+        status = f"HTTP {exc.response.status_code}"
+        if isinstance(exc, GatedRepoError):
+            return f"{status}, gated repo: accept its terms on the hub and set HF_TOKEN"
+        if isinstance(exc, RevisionNotFoundError):
+            return f"{status}, no such revision"
+        if isinstance(exc, RepositoryNotFoundError):
+            return f"{status}, no such repo (or a private one: set HF_TOKEN)"
+        return status
     if isinstance(exc, httpx2.ConnectError):
         return "cannot connect"
     if isinstance(exc, httpx2.TimeoutException):
