@@ -247,7 +247,7 @@ def test_unknown_repo_and_revision(fake_hub: FakeHub, tmp_path: Path) -> None:
         pull(PullTarget("r1serve-test/missing"), tmp_path, FAST)
     with pytest.raises(DownloadError, match="HTTP 404, no such revision"):
         pull(PullTarget(TINY), tmp_path, PullOptions(revision="v9"))
-    with pytest.raises(DownloadError, match="HTTP 403, gated repo: .* set HF_TOKEN"):
+    with pytest.raises(DownloadError, match=r"HTTP 403, gated repo: .* set HF_TOKEN"):
         pull(PullTarget("r1serve-test/gated"), tmp_path, FAST)
     with pytest.raises(DownloadError, match="not a hub repo id"):
         parse_pull_target("../../etc")
