@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     )
     reasoning_format: ReasoningFormat = Field(
         "split",
-        description="split: reasoning goes to reasoning_content; raw: <think> tags stay in content.",
+        description="split: reasoning goes to reasoning_content; "
+        "raw: <think> tags stay in content.",
     )
     max_model_len: int | None = Field(
         None, gt=0, description="Context length to serve; default: the model's own."

@@ -12,7 +12,11 @@ from fastapi.staticfiles import StaticFiles
 from r1serve import __version__
 from r1serve.api.deps import ClientGone
 from r1serve.api.errors import install_error_handlers
-from r1serve.api.middleware import BodyLimitMiddleware, RequestIdMiddleware, SecurityHeadersMiddleware
+from r1serve.api.middleware import (
+    BodyLimitMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+)
 from r1serve.api.routes import health, openai, simple, ui
 from r1serve.api.service import CompletionService
 from r1serve.engine.protocol import Engine

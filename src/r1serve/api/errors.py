@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,7 +24,7 @@ from r1serve.errors import (
 log = logging.getLogger("r1serve.api")
 
 
-def error_response(exc: R1ServeError, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(exc: R1ServeError, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The JSON response for an r1serve error, with Retry-After where it applies."""
     extra = dict(headers or {})
     if isinstance(exc, RetryableError):
@@ -51,7 +52,7 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
             where = ""
         lines.append(f"{where}: {msg}" if where else msg)
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    first = _loc(tuple(errors[0].get("loc", ()))) or None
+    first = _loc(tuple(errors[0].get("loc", ()))).split(".")[0] or None
     return "; ".join(lines) + more, first
 
 
