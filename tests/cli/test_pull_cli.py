@@ -36,6 +36,8 @@ def test_pull_with_mirror_then_ls_and_rm(fake_hub: FakeHub, data_dir: Path) -> N
 
     declined = runner.invoke(app, ["rm", TINY], input="n\n")
     assert declined.exit_code == 1
+    assert "r1serve: error: cancelled; nothing was removed" in declined.stderr
+    assert runner.invoke(app, ["rm", TINY], input="").exit_code == 1  # end of input: no
     assert Path(row["path"]).is_dir()
     removed = runner.invoke(app, ["rm", TINY], input="y\n")
     assert removed.exit_code == 0, removed.output

@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import typer
 from rich.console import Console
 
 from r1serve.cli.common import fail
@@ -39,6 +40,14 @@ def format_count(count: int) -> str:
             digits = 0 if value >= 100 else 1 if value >= 10 else 2
             return f"{value:.{digits}f}{suffix}"
     return str(count)
+
+
+def confirm(question: str, default: bool) -> bool:
+    """Ask on stderr; end of input or Ctrl-C counts as no."""
+    try:
+        return typer.confirm(question, default=default, err=True)
+    except typer.Abort:
+        return False
 
 
 @contextmanager

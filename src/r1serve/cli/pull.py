@@ -19,7 +19,7 @@ from rich.progress import (
 
 from r1serve.catalog.pull import PullOptions, PullPlan, parse_pull_target, pull
 from r1serve.cli import app
-from r1serve.cli.console import exit_on_error, format_bytes, stderr_console
+from r1serve.cli.console import confirm, exit_on_error, format_bytes, stderr_console
 from r1serve.settings import Settings
 
 
@@ -89,7 +89,7 @@ def _confirm(plan: PullPlan, console: Console) -> bool:
         f"{len(plan.downloads)} files, {format_bytes(plan.bytes_needed)} to download "
         f"into {plan.folder}"
     )
-    return typer.confirm("Download?", default=True, err=True)
+    return confirm("Download?", default=True)
 
 
 @app.command("pull")

@@ -9,7 +9,14 @@ from rich.table import Table
 
 from r1serve.catalog.store import list_models, models_root, remove_model
 from r1serve.cli import app
-from r1serve.cli.console import exit_on_error, format_bytes, stderr_console, stdout_console
+from r1serve.cli.common import fail
+from r1serve.cli.console import (
+    confirm,
+    exit_on_error,
+    format_bytes,
+    stderr_console,
+    stdout_console,
+)
 from r1serve.errors import ModelNotFoundError
 from r1serve.settings import Settings
 
@@ -63,6 +70,7 @@ def remove_command(
             stderr_console().print(
                 f"{entry.name}: {format_bytes(entry.size_bytes)} at {entry.path}"
             )
-            typer.confirm("Remove it?", default=False, abort=True, err=True)
+            if not confirm("Remove it?", default=False):
+                fail("cancelled; nothing was removed", 1)
         removed = remove_model(name, data_dir)
         typer.echo(f"removed {removed.name}")
