@@ -8,6 +8,7 @@ each verified file, so an interrupted pull resumes where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from collections.abc import Callable, Sequence
@@ -251,9 +252,10 @@ def check_inside(folder: Path, relative: str) -> Path:
 
 
 def _partial_path(folder: Path, remote: RemoteFile) -> Path:
-    # Keyed by content hash, so a changed file at the same path never resumes stale bytes.
-    key = remote.sha256 or remote.blob_id or ""
-    return meta_dir(folder) / PARTIAL_DIRNAME / f"{key or 'unhashed'}-{len(remote.path)}.part"
+    # Keyed by content hash and path, so a changed file never resumes from stale bytes.
+    content = remote.sha256 or remote.blob_id or "unhashed"
+    where = hashlib.sha256(remote.path.encode()).hexdigest()[:16]
+    return meta_dir(folder) / PARTIAL_DIRNAME / f"{content}-{where}.part"
 
 
 def _recorded(manifest: Manifest | None, remote: RemoteFile, destination: Path) -> bool:
