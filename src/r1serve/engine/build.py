@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from r1serve.catalog.store import lookup
 from r1serve.engine.engine import LocalEngine
 from r1serve.engine.hf_runner import HFRunner
 from r1serve.engine.kv import KVPlan, bytes_per_token, plan_kv
@@ -65,6 +66,9 @@ def build_engine(
     store_lookup: Callable[[str], Path | None] | None = None,
 ) -> BuiltEngine:
     """Load the configured model and wrap it in a LocalEngine (not started yet)."""
+    if store_lookup is None:
+        data_dir = settings.data_dir
+        store_lookup = lambda name: lookup(name, data_dir)  # noqa: E731
     source = resolve_model_source(settings.model, store_lookup=store_lookup)
     loaded = load_model(
         source,
