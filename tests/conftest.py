@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,15 @@ from r1serve.engine.fake import FakeEngine
 from r1serve.settings import Settings
 from support.api import REPLY, LiveServer, make_settings
 from support.models import TINY_R1_GGUF, TINY_R1_HF
+
+# Tests never touch the user's data directory. One directory per session, so the converted-GGUF
+# cache built by the first GGUF load speeds up the later ones.
+DATA_DIR = tempfile.mkdtemp(prefix="r1serve-test-data-")
+os.environ["R1SERVE_DATA_DIR"] = DATA_DIR
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(DATA_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
