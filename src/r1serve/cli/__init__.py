@@ -15,7 +15,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from r1serve.cli import serve  # noqa: F401
+    from r1serve.cli import keys, serve, users  # noqa: F401
 
 
 def main() -> None:
