@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         description="Prompt plus completion tokens per UTC day for users without a quota of their "
         "own; empty: no limit.",
     )
+    auth_recheck_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often a running stream re-checks its caller's key or session; a revoked "
+        "key, ended session or disabled user stops the stream within about this many seconds.",
+    )
     usage_flush_interval_s: float = Field(
         0.5,
         gt=0,
@@ -110,6 +116,17 @@ class Settings(BaseSettings):
     # HTTP
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (with an optional :port) the server answers to, against DNS "
+        "rebinding; requests naming another Host get 403. Empty: localhost, 127.0.0.1, [::1] "
+        "and the bound address.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins (https://app.example) allowed to call the API from a browser; "
+        "empty: CORS off. '*' allows any origin but never with cookies.",
+    )
     max_body_bytes: int = Field(
         4 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above it)."
     )

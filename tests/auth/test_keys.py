@@ -183,3 +183,22 @@ def test_operator_finds_a_key_by_prefix(auth: AuthService, admin: Principal) -> 
     assert (found.id, found.quota) == (created.info.id, QuotaLimits(5, 1000))
     with pytest.raises(NotFoundError):
         auth.keys.by_prefix("r1s-nothere")
+
+
+def test_still_valid_follows_revocation_disabling_and_role_changes(
+    auth: AuthService, admin: Principal, make_user: Callable[..., Principal]
+) -> None:
+    ada = make_user("ada", "admin")
+    key = auth.authenticate(session_token=None, api_key=auth.keys.create(ada.user_id).key)
+    web = auth.sessions.login("ada", "ada-password", "::1").principal
+    assert auth.still_valid(key) and auth.still_valid(web)
+    auth.users.set_role(ada.user_id, "user")
+    assert not auth.still_valid(key) and not auth.still_valid(web)  # the role changed
+    key = auth.authenticate(session_token=None, api_key=auth.keys.create(ada.user_id).key)
+    assert auth.still_valid(key)
+    auth.keys.revoke(admin, key.api_key_id or 0)
+    assert not auth.still_valid(key)
+    other = auth.authenticate(session_token=None, api_key=auth.keys.create(ada.user_id).key)
+    auth.users.set_disabled(ada.user_id, True)
+    assert not auth.still_valid(other)
+    assert auth.still_valid(auth.local_principal())

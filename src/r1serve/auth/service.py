@@ -15,11 +15,17 @@ from r1serve.auth.quotas import QuotaService
 from r1serve.auth.sessions import SessionService
 from r1serve.auth.throttle import LoginThrottle
 from r1serve.auth.usage import UsageRecorder
+from r1serve.auth.usage_reports import UsageReports
 from r1serve.auth.users import FIRST_ADMIN_NAME, UserService, check_role
 from r1serve.errors import AuthenticationError, ConfigError
 from r1serve.settings import Settings
 from r1serve.storage import Database, utcnow
-from r1serve.storage.repositories import RateCounterRepository, UserRepository
+from r1serve.storage.repositories import (
+    ApiKeyRepository,
+    RateCounterRepository,
+    SessionRepository,
+    UserRepository,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,7 @@ class AuthService:
             database, self.passwords, self.throttle, ttl_s=settings.session_ttl_s, clock=clock
         )
         self.keys = ApiKeyService(database, clock)
+        self.reports = UsageReports(database, clock)
         self.quotas = QuotaService(
             database,
             self.usage,
@@ -93,6 +100,28 @@ class AuthService:
             "authentication required: log in, or send an API key as 'Authorization: Bearer r1s-…' "
             "or 'X-API-Key: r1s-…'"
         )
+
+    def still_valid(self, principal: Principal) -> bool:
+        """Whether the caller's key or session still stands, with the same user and role."""
+        if principal.method == "local":
+            return True
+        now = self.clock()
+        with self.database.read() as session:
+            if principal.api_key_id is not None:
+                found = ApiKeyRepository(session).by_id_with_user(principal.api_key_id)
+                if found is None:
+                    return False
+                key, user = found
+                if key.revoked_at is not None or (key.expires_at and key.expires_at <= now):
+                    return False
+            elif principal.session_token_hash is not None:
+                live = SessionRepository(session).live_with_user(principal.session_token_hash, now)
+                if live is None:
+                    return False
+                user = live[1]
+            else:
+                return False
+            return not user.disabled and user.role == principal.role
 
     def local_principal(self) -> Principal:
         """The caller in single-user local mode (--no-auth): the first enabled admin."""

@@ -57,6 +57,14 @@ class ApiKeyRepository:
         row = self.session.execute(query).first()
         return None if row is None else (row[0], row[1])
 
+    def by_id_with_user(self, key_id: int) -> tuple[ApiKey, User] | None:
+        """The key with this id, and its owner."""
+        query = (
+            select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.id == key_id)
+        )
+        row = self.session.execute(query).first()
+        return None if row is None else (row[0], row[1])
+
     def list(self, user_id: int | None = None) -> list[tuple[ApiKey, User]]:
         """Keys with their owners, newest first; one user's when ``user_id`` is given."""
         query = select(ApiKey, User).join(User, User.id == ApiKey.user_id)
