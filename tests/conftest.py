@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to the test models."""
+"""Shared fixtures: paths to the test models, and a fresh database on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,19 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.models import TINY_R1_GGUF, TINY_R1_HF
 
 from r1serve.settings import Settings
 from r1serve.storage import Database
-
-FIXTURES = Path(__file__).parent / "fixtures"
-TINY_R1_DIR = FIXTURES / "tiny-r1"
-TINY_R1_HF = TINY_R1_DIR / "hf"
-TINY_R1_GGUF = TINY_R1_DIR / "tiny-r1.gguf"
-
-# The tiny model's one reply (see fixtures/tiny-r1/UPSTREAM_README.md).
-TINY_REASONING = "Okay, the user says hello. I should greet them back."
-TINY_ANSWER = "Hello! How can I help you today?"
-TINY_RAW = f"<think>\n{TINY_REASONING}\n</think>\n\n{TINY_ANSWER}"
 
 
 @pytest.fixture(scope="session")

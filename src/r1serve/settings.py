@@ -45,6 +45,32 @@ class Settings(BaseSettings):
         None, gt=0, description="CPU threads for the model; default: all cores."
     )
 
+    # Engine and scheduler
+    runner: Literal["auto", "native", "hf"] = Field(
+        "auto",
+        description="native: r1serve's batched decoder (Llama, Qwen2, Qwen3, Mistral); hf: the "
+        "model's own forward, one sequence at a time (any architecture); auto: native when "
+        "the architecture allows.",
+    )
+    max_num_seqs: int | None = Field(
+        None, gt=0, description="Most sequences decoded together; default from free memory."
+    )
+    kv_cache_tokens: int | None = Field(
+        None, gt=0, description="Total tokens the KV cache holds; default from free memory."
+    )
+    max_waiting: int | None = Field(
+        None,
+        ge=0,
+        description="Requests that may wait for a slot; more get 503 with Retry-After. "
+        "Default: 4 x max_num_seqs.",
+    )
+    max_prefill_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Prompt tokens run per scheduler step (chunked prefill), so long prompts "
+        "never stall running streams for long. Default: 256 on CPU, 4096 on CUDA.",
+    )
+
     # Storage
     data_dir: Path = Field(
         default_factory=lambda: Path.home() / ".local" / "share" / "r1serve",
@@ -129,6 +155,18 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         4 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above it)."
+    )
+    send_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a stream waits on a client that stopped reading before it is "
+        "dropped and its generation cancelled.",
+    )
+    request_timeout_s: float | None = Field(
+        1800.0,
+        gt=0,
+        description="Default per-request time limit in seconds (finish_reason 'timeout'); "
+        "a request's own `timeout` field can shorten it.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the server."

@@ -2,10 +2,65 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
 from r1serve.cli import app
+from r1serve.cli.common import fail, settings_from
+from r1serve.errors import R1ServeError
 
 
 @app.command()
-def serve() -> None:
-    """Serve a model over the OpenAI-compatible API and the chat page."""
-    raise SystemExit("not wired yet")
+def serve(
+    model: Annotated[
+        str | None,
+        typer.Option(help="HF directory, .gguf file, cached hub id, or a name from `r1serve ls`."),
+    ] = None,
+    served_model_name: Annotated[str | None, typer.Option(help="Id shown in /v1/models.")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8000].")] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="auto, float32, bfloat16 or float16 [default: auto].")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    chat_template: Annotated[
+        Path | None, typer.Option(help="Jinja chat template file that replaces the model's.")
+    ] = None,
+    reasoning_format: Annotated[
+        str | None, typer.Option(help="split (reasoning_content) or raw (<think> in content).")
+    ] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="Context length to serve.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the model.")] = None,
+    runner: Annotated[str | None, typer.Option(help="auto, native or hf.")] = None,
+    max_num_seqs: Annotated[
+        int | None, typer.Option(help="Most sequences decoded together.")
+    ] = None,
+    kv_cache_tokens: Annotated[
+        int | None, typer.Option(help="Total tokens the KV cache holds.")
+    ] = None,
+    max_waiting: Annotated[
+        int | None, typer.Option(help="Requests that may wait; more get 503.")
+    ] = None,
+    max_prefill_tokens: Annotated[
+        int | None, typer.Option(help="Prompt tokens per scheduler step.")
+    ] = None,
+    request_timeout_s: Annotated[
+        float | None, typer.Option(help="Per-request time limit in seconds.")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+) -> None:
+    """Serve a model over the OpenAI-compatible API and the chat page.
+
+    Every option can also be set with an R1SERVE_* environment variable (e.g. R1SERVE_PORT).
+    """
+    from r1serve.api.server import run_server
+
+    flags: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
+    try:
+        settings = settings_from(flags)
+        run_server(settings, from_flags=flags)
+    except (R1ServeError, ValidationError) as exc:
+        fail(exc)

@@ -1,0 +1,60 @@
+"""The two endpoints of the script r1serve grew from, with the chat template applied."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from r1serve.api.deps import get_service, get_settings, request_id, unless_disconnected
+from r1serve.api.schemas import MAX_TOKENS_CAP, ErrorResponse, GenerateRequest, GenerateResponse
+from r1serve.api.service import CompletionService
+from r1serve.api.sse import event_stream, simple_events
+from r1serve.engine.protocol import SamplingParams
+from r1serve.settings import Settings
+
+router = APIRouter(tags=["simple"], responses={400: {"model": ErrorResponse}})
+Service = Annotated[CompletionService, Depends(get_service)]
+
+
+def _params(
+    service: CompletionService,
+    max_length: int | None,
+    temperature: float | None,
+    top_p: float | None = None,
+) -> SamplingParams:
+    d = service.default_sampling
+    return SamplingParams(
+        temperature=temperature if temperature is not None else d.get("temperature", 1.0),
+        top_p=top_p if top_p is not None else d.get("top_p", 1.0),
+        top_k=d.get("top_k", 0),
+        max_tokens=max_length,
+    )
+
+
+@router.get("/stream-generate")
+async def stream_generate(
+    request: Request,
+    service: Service,
+    settings: Annotated[Settings, Depends(get_settings)],
+    prompt: Annotated[str, Query(min_length=1, max_length=200_000)],
+    max_length: Annotated[int | None, Query(ge=1, le=MAX_TOKENS_CAP)] = None,
+    temperature: Annotated[float | None, Query(ge=0.0, le=100.0, allow_inf_nan=False)] = None,
+) -> Response:
+    """SSE: answer text as ``data:`` events, reasoning as ``event: reasoning``, then [DONE].
+
+    ``max_length`` is the most new tokens (the prompt is not counted).
+    """
+    prompt_tokens = service.engine.render_chat([{"role": "user", "content": prompt}])
+    outputs = service.start(
+        request_id(request, "gen"), [prompt_tokens], _params(service, max_length, temperature)
+    )
+    return event_stream(simple_events(outputs), send_timeout_s=settings.send_timeout_s)
+
+
+@router.post("/generate", response_model=GenerateResponse)
+async def generate(body: GenerateRequest, request: Request, service: Service) -> GenerateResponse:
+    """The whole reply at once: ``{"response": answer, "reasoning": ...}``."""
+    params = _params(service, body.max_length, body.temperature, body.top_p)
+    work = service.generate(body.prompt, params, request_id(request, "gen"))
+    return await unless_disconnected(request, work)

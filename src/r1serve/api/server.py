@@ -1,0 +1,75 @@
+"""Run the HTTP server: load the model, print what was chosen and why, serve with uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from collections.abc import Iterable
+
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from r1serve import __version__
+from r1serve.api.app import create_app
+from r1serve.engine.build import build_engine
+from r1serve.settings import Settings
+
+log = logging.getLogger("r1serve")
+
+
+def settings_table(settings: Settings, from_flags: Iterable[str] = ()) -> Table:
+    """Every setting with its value and where the value came from."""
+    flags = set(from_flags)
+    table = Table(title="settings", show_header=True, header_style="bold")
+    for column in ("setting", "value", "from"):
+        table.add_column(column)
+    for name in type(settings).model_fields:
+        env = f"R1SERVE_{name.upper()}"
+        source = "flag" if name in flags else "env" if env in os.environ else "default"
+        value = getattr(settings, name)
+        shown = "(set)" if "password" in name and value else str(value)
+        table.add_row(name, shown, source if source != "env" else f"env {env}")
+    return table
+
+
+def url_for(host: str, port: int) -> str:
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        pass
+    return f"http://{host}:{port}"
+
+
+def run_server(settings: Settings, from_flags: Iterable[str] = ()) -> None:
+    """Load the model, then serve until interrupted."""
+    console = Console(stderr=True)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    console.print(f"[bold]r1serve {__version__}[/bold]")
+    console.print(settings_table(settings, from_flags))
+    with console.status("loading model…"):
+        built = build_engine(settings)
+    loaded = built.loaded
+    console.print(
+        f"model [bold]{built.engine.model_name}[/bold] from {loaded.source.file} "
+        f"({loaded.dtype}, {loaded.device}, context {loaded.context_length}, "
+        f"loaded in {loaded.load_seconds:.1f} s)"
+    )
+    console.print(f"runner: {built.runner_kind}; {built.plan.derivation}")
+    app = create_app(settings, built.engine)
+    console.print(
+        f"serving on [bold]{url_for(settings.host, settings.port)}[/bold] "
+        "(chat page at /, OpenAI API at /v1)"
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,379 @@
+"""Turns wire requests into engine requests and engine deltas into wire responses.
+
+Routes stay thin: they hand a validated request to ``CompletionService`` and return what it
+gives back. Everything OpenAI-specific about streaming (role chunk first, reasoning split,
+finish chunk, usage chunk, ``[DONE]``) lives here and in ``api.sse``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+from r1serve.api.schemas import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    GenerateResponse,
+    SamplingFields,
+    UsageInfo,
+)
+from r1serve.engine.protocol import (
+    Delta,
+    Engine,
+    FinishReason,
+    GenerationRequest,
+    Prompt,
+    SamplingParams,
+    Usage,
+)
+from r1serve.engine.reasoning import ReasoningDelta, ReasoningSplitter
+from r1serve.errors import EngineError, NotFoundError, RequestError
+
+log = logging.getLogger("r1serve.api")
+
+ReasoningFormat = Literal["split", "raw"]
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One piece of one choice's output, already split into reasoning and answer."""
+
+    index: int
+    content: str = ""
+    reasoning: str = ""
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class _Totals:
+    content: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+class CompletionService:
+    """Validates, prompts and runs requests against one engine."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        reasoning_format: ReasoningFormat = "split",
+        default_sampling: dict[str, Any] | None = None,
+        default_timeout_s: float | None = None,
+    ) -> None:
+        self.engine = engine
+        self.reasoning_format = reasoning_format
+        self.default_sampling = dict(default_sampling or {})
+        self.default_timeout_s = default_timeout_s
+
+    # ---- building requests --------------------------------------------------------------
+
+    def check_model(self, name: str | None) -> str:
+        """The served model id; 404 for any other name."""
+        served = self.engine.model_name
+        if name is not None and name != served:
+            raise NotFoundError(
+                f"model {name[:200]!r} is not served here; this server serves {served!r}",
+                param="model",
+                code="model_not_found",
+            )
+        return served
+
+    def sampling(self, req: SamplingFields) -> SamplingParams:
+        """Engine sampling parameters from a request, with the model's defaults."""
+        d = self.default_sampling
+
+        def pick(name: str, fallback: Any) -> Any:
+            value = getattr(req, name)
+            return value if value is not None else d.get(name, fallback)
+
+        top_k = pick("top_k", 0)
+        bias: dict[int, float] = {}
+        vocab = self.engine.tokenizer.vocab_size
+        for key, value in (req.logit_bias or {}).items():
+            token = int(key)
+            if token >= vocab:
+                raise RequestError(
+                    f"logit_bias token id {token} is outside the vocabulary (size {vocab})",
+                    param="logit_bias",
+                )
+            bias[token] = value
+        for token in req.stop_token_ids or ():
+            if token >= vocab:
+                raise RequestError(
+                    f"stop_token_ids: {token} is outside the vocabulary (size {vocab})",
+                    param="stop_token_ids",
+                )
+        return SamplingParams(
+            temperature=pick("temperature", 1.0),
+            top_p=pick("top_p", 1.0),
+            top_k=max(0, top_k),
+            min_p=pick("min_p", 0.0),
+            repetition_penalty=pick("repetition_penalty", 1.0),
+            presence_penalty=pick("presence_penalty", 0.0),
+            frequency_penalty=pick("frequency_penalty", 0.0),
+            seed=None if req.seed is None else req.seed % 2**64,
+            max_tokens=req.max_tokens,
+            stop=req.stop_list(),
+            stop_token_ids=tuple(req.stop_token_ids or ()),
+            ignore_eos=req.ignore_eos,
+            logit_bias=bias,
+        )
+
+    def chat_prompt(self, req: ChatCompletionRequest) -> Prompt:
+        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        return self.engine.render_chat(messages, add_generation_prompt=True)
+
+    def text_prompt(self, text: str) -> Prompt:
+        ids = self.engine.tokenizer.encode(text, add_special_tokens=True)
+        if not ids:
+            raise RequestError("prompt is empty after tokenization", param="prompt")
+        return Prompt(token_ids=tuple(ids), text=text)
+
+    def _requests(
+        self,
+        base_id: str,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        n: int,
+        timeout: float | None,
+    ) -> list[GenerationRequest]:
+        out = []
+        limits = [t for t in (timeout, self.default_timeout_s) if t]
+        timeout = min(limits) if limits else None
+        for p_index, prompt in enumerate(prompts):
+            for i in range(n):
+                seed = params.seed
+                if seed is not None and i:
+                    seed = (seed + i) % 2**64  # n choices with one seed must still differ
+                out.append(
+                    GenerationRequest(
+                        request_id=f"{base_id}-{p_index * n + i}",
+                        prompt_token_ids=prompt.token_ids,
+                        params=replace(params, seed=seed),
+                        timeout_s=timeout,
+                    )
+                )
+        return out
+
+    def start(
+        self,
+        base_id: str,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        *,
+        n: int = 1,
+        timeout: float | None = None,
+        split_reasoning: bool = True,
+    ) -> AsyncIterator[Output]:
+        """Submit every choice now (errors raise here) and merge their outputs."""
+        requests = self._requests(base_id, prompts, params, n, timeout)
+        streams: list[AsyncIterator[Delta]] = []
+        try:
+            for request in requests:
+                streams.append(self.engine.generate(request))
+        except BaseException:
+            for stream in streams:
+                _close_soon(stream)
+            raise
+        splitters: list[OutputSplitter] = []
+        for prompt in prompts:
+            for _ in range(n):
+                if not split_reasoning:
+                    splitters.append(RawOutput(""))
+                elif self.reasoning_format == "raw":
+                    # Keep the output well-formed: the template already opened the block.
+                    splitters.append(RawOutput("<think>\n" if prompt.opens_reasoning else ""))
+                else:
+                    splitters.append(ReasoningSplitter(prompt.opens_reasoning))
+        return _merge(streams, splitters)
+
+    # ---- whole responses ----------------------------------------------------------------
+
+    async def collect(self, outputs: AsyncIterator[Output], choices: int) -> list[_Totals]:
+        totals = [_Totals() for _ in range(choices)]
+        async with contextlib.aclosing(outputs):  # type: ignore[type-var]
+            async for out in outputs:
+                t = totals[out.index]
+                t.content.append(out.content)
+                t.reasoning.append(out.reasoning)
+                if out.finish_reason is not None:
+                    if out.finish_reason == "error":
+                        raise EngineError("the model failed while generating; see server log")
+                    t.finish_reason = out.finish_reason
+                    t.usage = out.usage
+        return totals
+
+    async def chat(self, req: ChatCompletionRequest, request_id: str) -> ChatCompletionResponse:
+        model = self.check_model(req.model)
+        prompt = self.chat_prompt(req)
+        outputs = self.start(request_id, [prompt], self.sampling(req), n=req.n, timeout=req.timeout)
+        totals = await self.collect(outputs, req.n)
+        choices = []
+        for i, t in enumerate(totals):
+            reasoning = "".join(t.reasoning)
+            message = AssistantMessage(
+                content="".join(t.content),
+                reasoning_content=reasoning or None,
+                reasoning=reasoning or None,
+            )
+            choices.append(ChatChoice(index=i, message=message, finish_reason=t.finish_reason))
+        return ChatCompletionResponse(
+            id=request_id,
+            created=int(time.time()),
+            model=model,
+            choices=choices,
+            usage=usage_of(prompt, totals),
+        )
+
+    async def completion(self, req: CompletionRequest, request_id: str) -> CompletionResponse:
+        model = self.check_model(req.model)
+        texts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        prompts = [self.text_prompt(t) for t in texts]
+        outputs = self.start(
+            request_id,
+            prompts,
+            self.sampling(req),
+            n=req.n,
+            timeout=req.timeout,
+            split_reasoning=False,
+        )
+        totals = await self.collect(outputs, len(prompts) * req.n)
+        choices = []
+        for i, t in enumerate(totals):
+            text = "".join(t.content)
+            if req.echo:
+                text = prompts[i // req.n].text + text
+            choices.append(CompletionChoice(index=i, text=text, finish_reason=t.finish_reason))
+        return CompletionResponse(
+            id=request_id,
+            created=int(time.time()),
+            model=model,
+            choices=choices,
+            usage=usage_of(None, totals),
+        )
+
+    async def generate(
+        self, prompt_text: str, params: SamplingParams, request_id: str
+    ) -> GenerateResponse:
+        """The simple ``POST /generate`` endpoint: chat template applied, answer apart."""
+        prompt = self.engine.render_chat([{"role": "user", "content": prompt_text}])
+        totals = (await self.collect(self.start(request_id, [prompt], params), 1))[0]
+        reasoning = "".join(totals.reasoning)
+        return GenerateResponse(
+            response="".join(totals.content),
+            reasoning=reasoning or None,
+            finish_reason=totals.finish_reason,
+            usage=usage_of(prompt, [totals]),
+        )
+
+
+def usage_of(prompt: Prompt | None, totals: Sequence[_Totals]) -> UsageInfo:
+    """Usage over all choices; the prompt counts once per distinct prompt."""
+    completion = sum(t.usage.completion_tokens for t in totals if t.usage)
+    if prompt is not None:
+        prompt_tokens = len(prompt.token_ids)
+    else:
+        seen = {id(t): t.usage.prompt_tokens for t in totals if t.usage}
+        prompt_tokens = sum(seen.values())
+    return UsageInfo(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion,
+        total_tokens=prompt_tokens + completion,
+    )
+
+
+class OutputSplitter(Protocol):
+    def feed(self, text: str) -> ReasoningDelta: ...
+
+    def finish(self) -> ReasoningDelta: ...
+
+
+class RawOutput:
+    """No reasoning split: everything is content, after an optional prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+
+    def feed(self, text: str) -> ReasoningDelta:
+        text, self._prefix = self._prefix + text, ""
+        return ReasoningDelta(reasoning="", content=text)
+
+    def finish(self) -> ReasoningDelta:
+        return self.feed("")
+
+
+def _split(index: int, delta: Delta, splitter: OutputSplitter) -> Output:
+    piece = splitter.feed(delta.text)
+    reasoning, content = piece.reasoning, piece.content
+    if delta.finish_reason is not None:
+        tail = splitter.finish()
+        reasoning += tail.reasoning
+        content += tail.content
+    return Output(index, content, reasoning, delta.finish_reason, delta.usage)
+
+
+async def _merge(
+    streams: list[AsyncIterator[Delta]], splitters: list[OutputSplitter]
+) -> AsyncIterator[Output]:
+    """Yield every stream's outputs as they come; closing this closes them all."""
+    if len(streams) == 1:
+        try:
+            async for delta in streams[0]:
+                yield _split(0, delta, splitters[0])
+        finally:
+            await _aclose(streams[0])
+        return
+    queue: asyncio.Queue[Output | BaseException] = asyncio.Queue()
+
+    async def pump(index: int) -> None:
+        try:
+            async for delta in streams[index]:
+                await queue.put(_split(index, delta, splitters[index]))
+        except Exception as exc:
+            await queue.put(exc)
+
+    tasks = [asyncio.create_task(pump(i)) for i in range(len(streams))]
+    try:
+        pending = len(streams)
+        while pending:
+            item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item.finish_reason is not None:
+                pending -= 1
+            yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        for stream in streams:
+            await _aclose(stream)
+
+
+async def _aclose(stream: AsyncIterator[Delta]) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def _close_soon(stream: AsyncIterator[Delta]) -> None:
+    with contextlib.suppress(RuntimeError):
+        asyncio.get_running_loop().create_task(_aclose(stream))

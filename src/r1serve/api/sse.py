@@ -1,0 +1,179 @@
+"""Server-Sent Events framing for the streaming endpoints.
+
+Each function turns merged engine outputs into the ``data:`` payloads one endpoint sends;
+``event_stream`` wraps them in a response that cancels the generation when the client
+disconnects or stops reading.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from r1serve.api.service import Output
+from r1serve.engine.protocol import Usage
+from r1serve.errors import R1ServeError
+
+log = logging.getLogger("r1serve.api")
+
+DONE = "[DONE]"
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def event_stream(
+    events: AsyncIterator[str | ServerSentEvent],
+    *,
+    send_timeout_s: float,
+    headers: dict[str, str] | None = None,
+) -> EventSourceResponse:
+    """An SSE response; a gone or stalled client closes ``events`` (and so the generation)."""
+    return EventSourceResponse(
+        events, sep="\n", ping=15, send_timeout=send_timeout_s, headers=headers
+    )
+
+
+def _usage_dict(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _error_event(exc: R1ServeError) -> str:
+    return _dumps(exc.to_dict())
+
+
+class _UsageTotal:
+    """Usage over all choices of one response; a prompt shared by n choices counts once."""
+
+    def __init__(self, prompts_per_choice: Callable[[int], int]) -> None:
+        self._prompt_of = prompts_per_choice
+        self.prompt: dict[int, int] = {}
+        self.completion = 0
+
+    def add(self, index: int, usage: Usage) -> None:
+        self.prompt[self._prompt_of(index)] = usage.prompt_tokens
+        self.completion += usage.completion_tokens
+
+    def as_usage(self) -> Usage:
+        return Usage(sum(self.prompt.values()), self.completion)
+
+
+async def chat_events(
+    outputs: AsyncIterator[Output],
+    *,
+    request_id: str,
+    model: str,
+    created: int,
+    choices: int,
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    """``chat.completion.chunk`` payloads: role first, deltas, finish, usage, [DONE]."""
+    head = _dumps({"id": request_id, "object": "chat.completion.chunk", "created": created,
+                   "model": model})[:-1]  # fmt: skip
+
+    def chunk(index: int, delta: dict[str, str], finish: str | None = None) -> str:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return f'{head},"choices":[{_dumps(choice)}]}}'
+
+    total = _UsageTotal(lambda index: 0)
+    async with aclosing(outputs):  # type: ignore[type-var]
+        for index in range(choices):
+            yield chunk(index, {"role": "assistant", "content": ""})
+        try:
+            async for out in outputs:
+                delta: dict[str, str] = {}
+                if out.reasoning:
+                    delta["reasoning_content"] = out.reasoning
+                    delta["reasoning"] = out.reasoning
+                if out.content:
+                    delta["content"] = out.content
+                if out.finish_reason == "error":
+                    yield _error_event(_engine_failed())
+                    yield DONE
+                    return
+                if delta:
+                    yield chunk(out.index, delta)
+                if out.finish_reason is not None:
+                    yield chunk(out.index, {}, out.finish_reason)
+                    if out.usage is not None:
+                        total.add(out.index, out.usage)
+        except R1ServeError as exc:
+            yield _error_event(exc)
+            yield DONE
+            return
+    if include_usage:
+        yield f'{head},"choices":[],"usage":{_dumps(_usage_dict(total.as_usage()))}}}'
+    yield DONE
+
+
+async def completion_events(
+    outputs: AsyncIterator[Output],
+    *,
+    request_id: str,
+    model: str,
+    created: int,
+    n: int,
+    include_usage: bool,
+    echo_prompts: list[str] | None,
+) -> AsyncIterator[str]:
+    """``text_completion`` payloads: text deltas, finish, usage, [DONE]."""
+    head = _dumps({"id": request_id, "object": "text_completion", "created": created,
+                   "model": model})[:-1]  # fmt: skip
+
+    def chunk(index: int, text: str, finish: str | None = None) -> str:
+        choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+        return f'{head},"choices":[{_dumps(choice)}]}}'
+
+    total = _UsageTotal(lambda index: index // n)
+    echoed: set[int] = set()
+    async with aclosing(outputs):  # type: ignore[type-var]
+        try:
+            async for out in outputs:
+                if out.finish_reason == "error":
+                    yield _error_event(_engine_failed())
+                    yield DONE
+                    return
+                text = out.content
+                if echo_prompts is not None and out.index not in echoed:
+                    echoed.add(out.index)
+                    text = echo_prompts[out.index // n] + text
+                if text:
+                    yield chunk(out.index, text)
+                if out.finish_reason is not None:
+                    yield chunk(out.index, "", out.finish_reason)
+                    if out.usage is not None:
+                        total.add(out.index, out.usage)
+        except R1ServeError as exc:
+            yield _error_event(exc)
+            yield DONE
+            return
+    if include_usage:
+        yield f'{head},"choices":[],"usage":{_dumps(_usage_dict(total.as_usage()))}}}'
+    yield DONE
+
+
+async def simple_events(outputs: AsyncIterator[Output]) -> AsyncIterator[str | ServerSentEvent]:
+    """The script-style stream: answer text as plain events, reasoning as ``event: reasoning``."""
+    async with aclosing(outputs):  # type: ignore[type-var]
+        try:
+            async for out in outputs:
+                if out.finish_reason == "error":
+                    yield ServerSentEvent(data=_error_event(_engine_failed()), event="error")
+                    break
+                if out.reasoning:
+                    yield ServerSentEvent(data=out.reasoning, event="reasoning")
+                if out.content:
+                    yield ServerSentEvent(data=out.content)
+        except R1ServeError as exc:
+            yield ServerSentEvent(data=_error_event(exc), event="error")
+    yield DONE
+
+
+def _engine_failed() -> R1ServeError:
+    return R1ServeError("the model failed while generating; see the server log")

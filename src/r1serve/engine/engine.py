@@ -1,0 +1,160 @@
+"""``LocalEngine``: the Engine protocol over a scheduler thread and a model runner."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from r1serve.engine.protocol import (
+    Delta,
+    EngineStats,
+    GenerationRequest,
+    Prompt,
+    Tokenizer,
+)
+from r1serve.engine.runner import ModelRunner
+from r1serve.engine.scheduler import Channel, FinishHook, Scheduler, SchedulerConfig
+from r1serve.errors import ContextLengthError
+
+
+class ChatRenderer(Protocol):
+    def render(
+        self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True
+    ) -> Prompt: ...
+
+
+class LocalEngine:
+    """Runs a model in this process: one scheduler thread, any number of async callers."""
+
+    def __init__(
+        self,
+        *,
+        runner: ModelRunner,
+        tokenizer: Tokenizer,
+        chat: ChatRenderer,
+        model_name: str,
+        context_length: int,
+        eos_token_ids: frozenset[int],
+        scheduler_config: SchedulerConfig | None = None,
+        default_sampling: Mapping[str, Any] | None = None,
+        on_finish: FinishHook | None = None,
+    ) -> None:
+        self._runner = runner
+        self._tokenizer = tokenizer
+        self._chat = chat
+        self._model_name = model_name
+        # One slot bounds what a single request can use, whatever the model allows.
+        self._context_length = min(context_length, runner.kv.max_seq_len)
+        self._model_context_length = context_length
+        self.default_sampling: Mapping[str, Any] = dict(default_sampling or {})
+        self.scheduler = Scheduler(
+            runner, tokenizer, eos_token_ids, scheduler_config, on_finish=on_finish
+        )
+        self._started = False
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._tokenizer
+
+    @property
+    def runner(self) -> ModelRunner:
+        return self._runner
+
+    def render_chat(
+        self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True
+    ) -> Prompt:
+        return self._chat.render(messages, add_generation_prompt=add_generation_prompt)
+
+    async def start(self) -> None:
+        if not self._started:
+            self.scheduler.start()
+            self._started = True
+
+    async def close(self) -> None:
+        if self._started:
+            await asyncio.to_thread(self.scheduler.stop)
+            self._started = False
+
+    def stats(self) -> EngineStats:
+        return self.scheduler.stats()
+
+    def resolve_max_tokens(self, prompt_len: int, max_tokens: int | None) -> int:
+        """The output budget of a request, or ContextLengthError with the numbers."""
+        ctx = self._context_length
+        limit = (
+            f"{ctx} tokens"
+            if ctx == self._model_context_length
+            else f"{ctx} tokens per request (KV cache slot; the model allows "
+            f"{self._model_context_length})"
+        )
+        if prompt_len >= ctx:
+            raise ContextLengthError(
+                f"the prompt has {prompt_len} tokens, but this server's context is {limit}, "
+                "which must also leave room for at least one output token"
+            )
+        room = ctx - prompt_len
+        if max_tokens is None:
+            return room
+        if max_tokens > room:
+            raise ContextLengthError(
+                f"prompt ({prompt_len} tokens) + max_tokens ({max_tokens}) = "
+                f"{prompt_len + max_tokens} tokens, more than the context of {limit}; "
+                f"ask for at most {room} tokens",
+                param="max_tokens",
+            )
+        return max_tokens
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """Submit now (errors raise here, before any response starts); stream the deltas."""
+        if not request.prompt_token_ids:
+            raise ContextLengthError("the prompt is empty", param="prompt")
+        max_tokens = self.resolve_max_tokens(
+            len(request.prompt_token_ids), request.params.max_tokens
+        )
+        channel = Channel(request.request_id, asyncio.get_running_loop())
+        self.scheduler.submit(request, max_tokens, channel)
+        return RequestStream(self.scheduler, channel)
+
+
+class RequestStream:
+    """The deltas of one request. Closing it, or dropping it unread, aborts the request."""
+
+    __slots__ = ("_channel", "_done", "_scheduler")
+
+    def __init__(self, scheduler: Scheduler, channel: Channel) -> None:
+        self._scheduler = scheduler
+        self._channel = channel
+        self._done = False
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> Delta:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            delta = await self._channel.queue.get()
+        except BaseException:  # cancelled while waiting: the caller is gone
+            await self.aclose()
+            raise
+        if delta.finish_reason is not None:
+            self._done = True
+        return delta
+
+    async def aclose(self) -> None:
+        if not self._done:
+            self._done = True
+            self._scheduler.abort(self._channel.request_id)
+
+    def __del__(self) -> None:
+        if not self._done:
+            self._scheduler.abort(self._channel.request_id)

@@ -1,0 +1,393 @@
+"""Continuous batching: one thread owns the model; requests join and leave between steps.
+
+Requests enter through ``submit`` (any thread) into a bounded FIFO. The scheduler thread admits
+them into free KV slots in arrival order, runs their prompts in chunks (a bounded number of
+prompt tokens per iteration, so running streams never stall for long), then decodes every
+running sequence together, one token per step. Each request has its own sampler, detokenizer
+and stop matcher; results cross into asyncio with ``loop.call_soon_threadsafe``, one call per
+step for all sequences. ``abort`` removes a request before the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from r1serve.engine.detokenize import IncrementalDetokenizer
+from r1serve.engine.protocol import (
+    Delta,
+    EngineStats,
+    FinishReason,
+    GenerationRequest,
+    Tokenizer,
+    Usage,
+)
+from r1serve.engine.runner import DecodeInput, ModelRunner, PrefillChunk
+from r1serve.engine.sampling import SequenceSampler, sample
+from r1serve.engine.stops import StopMatcher
+from r1serve.errors import OverloadedError
+
+log = logging.getLogger("r1serve.scheduler")
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    max_waiting: int = 256  # bounded queue; beyond it submit() raises OverloadedError (503)
+    max_prefill_tokens: int = 256  # prompt tokens run per iteration (chunked prefill)
+    retry_after_s: int = 2
+
+
+@dataclass(slots=True)
+class RequestTimings:
+    """Monotonic timestamps of one request, for metrics and logs."""
+
+    submitted: float
+    admitted: float | None = None
+    first_token: float | None = None
+    finished: float | None = None
+
+
+class Channel:
+    """The asyncio side of one request: deltas arrive on ``queue``."""
+
+    __slots__ = ("loop", "queue", "request_id")
+
+    def __init__(self, request_id: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.request_id = request_id
+        self.loop = loop
+        self.queue: asyncio.Queue[Delta] = asyncio.Queue()
+
+
+FinishHook = Callable[["Sequence_", FinishReason], None]
+
+
+class Sequence_:  # noqa: N801 - "Sequence" is taken by collections.abc
+    """Scheduler-thread state of one request."""
+
+    __slots__ = (
+        "channel",
+        "computed",
+        "detok",
+        "finish_reason",
+        "max_tokens",
+        "next_token",
+        "output",
+        "prompt",
+        "request",
+        "sampler",
+        "slot",
+        "stops",
+        "timings",
+        "deadline",
+        "unsent_ids",
+    )
+
+    def __init__(
+        self,
+        request: GenerationRequest,
+        channel: Channel,
+        tokenizer: Tokenizer,
+        vocab_size: int,
+        max_tokens: int,
+    ) -> None:
+        now = time.monotonic()
+        self.request = request
+        self.channel = channel
+        self.prompt = list(request.prompt_token_ids)
+        self.output: list[int] = []
+        self.unsent_ids: list[int] = []
+        self.max_tokens = max_tokens
+        self.computed = 0  # tokens whose KV is cached
+        self.slot: int | None = None
+        self.next_token: int | None = None  # sampled, not yet fed to the model
+        self.sampler = SequenceSampler(request.params, self.prompt, vocab_size)
+        self.detok = IncrementalDetokenizer(tokenizer, self.prompt)
+        self.stops = StopMatcher(request.params.stop) if request.params.stop else None
+        self.timings = RequestTimings(submitted=now)
+        self.deadline = now + request.timeout_s if request.timeout_s else None
+        self.finish_reason: FinishReason | None = None
+
+
+class Scheduler:
+    """Owns the model thread. ``submit``/``abort``/``stats`` are safe from any thread."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        tokenizer: Tokenizer,
+        eos_token_ids: frozenset[int],
+        config: SchedulerConfig | None = None,
+        on_finish: FinishHook | None = None,
+    ) -> None:
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.eos_token_ids = eos_token_ids
+        self.config = config or SchedulerConfig()
+        self._on_finish = on_finish
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._inbox: deque[Sequence_] = deque()
+        self._aborts: deque[str] = deque()
+        self._waiting: deque[Sequence_] = deque()  # owned by the thread
+        self._running: dict[str, Sequence_] = {}  # owned by the thread; prefill + decode
+        self._queued = 0  # inbox + waiting, under _lock
+        self._running_count = 0
+        self._kv_used = 0
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.steps = 0
+
+    # ---- any thread -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="r1serve-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def submit(self, request: GenerationRequest, max_tokens: int, channel: Channel) -> None:
+        """Queue a request, or raise OverloadedError when the waiting queue is full."""
+        seq = Sequence_(request, channel, self.tokenizer, self.runner.vocab_size, max_tokens)
+        with self._lock:
+            if self._queued >= self.config.max_waiting:
+                raise OverloadedError(
+                    f"server busy: {self._queued} requests already waiting "
+                    f"(limit {self.config.max_waiting}); retry later",
+                    retry_after=self.config.retry_after_s,
+                )
+            self._queued += 1
+            self._inbox.append(seq)
+        self._wake.set()
+
+    def abort(self, request_id: str) -> None:
+        """Cancel a request; it leaves before the next decode step."""
+        self._aborts.append(request_id)
+        self._wake.set()
+
+    def stats(self) -> EngineStats:
+        kv = self.runner.kv
+        return EngineStats(
+            running=self._running_count,
+            waiting=self._queued,
+            max_running=kv.max_slots,
+            max_waiting=self.config.max_waiting,
+            kv_tokens_used=self._kv_used,
+            kv_tokens_total=kv.max_slots * kv.max_seq_len,
+        )
+
+    # ---- scheduler thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while not self._stop:
+                self._drain_inbox()
+                if not self._running and not self._waiting:
+                    self._wake.wait(timeout=0.5)
+                    self._wake.clear()
+                    continue
+                try:
+                    self.step()
+                except Exception as exc:  # a model failure must not kill the server
+                    log.exception("engine step failed")
+                    self._fail_all(exc)
+
+    def _drain_inbox(self) -> None:
+        while self._inbox:
+            self._waiting.append(self._inbox.popleft())
+        aborted = set()
+        while self._aborts:
+            aborted.add(self._aborts.popleft())
+        if not aborted:
+            return
+        for seq in [s for s in self._waiting if s.request.request_id in aborted]:
+            self._waiting.remove(seq)
+            with self._lock:
+                self._queued -= 1
+            self._finish(seq, "abort", [])
+        for rid in aborted & self._running.keys():
+            self._finish(self._running[rid], "abort", [])
+
+    def step(self) -> None:
+        """One iteration: deadlines, admission, a prefill chunk, one decode step."""
+        out: list[tuple[Channel, Delta]] = []
+        self._expire(time.monotonic(), out)
+        self._admit()
+        self._prefill(out)
+        self._decode(out)
+        self.steps += 1
+        self._deliver(out)
+
+    def _expire(self, now: float, out: list[tuple[Channel, Delta]]) -> None:
+        for seq in list(self._waiting):
+            if seq.deadline is not None and now >= seq.deadline:
+                self._waiting.remove(seq)
+                with self._lock:
+                    self._queued -= 1
+                self._finish(seq, "timeout", out)
+        for seq in list(self._running.values()):
+            if seq.deadline is not None and now >= seq.deadline:
+                self._finish(seq, "timeout", out)
+
+    def _admit(self) -> None:
+        free = self.runner.kv.max_slots - len(self._running)
+        while free > 0 and self._waiting:
+            seq = self._waiting.popleft()
+            with self._lock:
+                self._queued -= 1
+            seq.slot = self.runner.acquire()
+            seq.timings.admitted = time.monotonic()
+            self._running[seq.request.request_id] = seq
+            free -= 1
+        self._running_count = len(self._running)
+
+    def _prefill(self, out: list[tuple[Channel, Delta]]) -> None:
+        budget = self.config.max_prefill_tokens
+        chunks: list[PrefillChunk] = []
+        owners: list[Sequence_] = []
+        for seq in self._running.values():
+            if budget <= 0:
+                break
+            remaining = len(seq.prompt) - seq.computed
+            if remaining <= 0 or seq.slot is None:
+                continue
+            n = min(remaining, budget)
+            chunks.append(PrefillChunk(seq.slot, seq.computed, seq.prompt[seq.computed : seq.computed + n]))
+            owners.append(seq)
+            budget -= n
+        if not chunks:
+            return
+        logits = self.runner.prefill(chunks)  # [len(chunks), V]
+        done_rows: list[int] = []
+        for row, (seq, chunk) in enumerate(zip(owners, chunks, strict=True)):
+            seq.computed += len(chunk.token_ids)
+            self._kv_used += len(chunk.token_ids)
+            if seq.computed == len(seq.prompt):
+                done_rows.append(row)
+        if done_rows:
+            done = [owners[r] for r in done_rows]
+            tokens = sample(logits[done_rows], [s.sampler for s in done])
+            for seq, tok in zip(done, tokens.tolist(), strict=True):
+                self._accept(seq, tok, out)
+
+    def _decode(self, out: list[tuple[Channel, Delta]]) -> None:
+        batch = [s for s in self._running.values() if s.next_token is not None]
+        if not batch:
+            return
+        inputs = [DecodeInput(s.slot, s.next_token, s.computed) for s in batch]  # type: ignore[arg-type]
+        logits = self.runner.decode(inputs)  # [B, V]
+        self._kv_used += len(batch)
+        for s in batch:
+            s.computed += 1
+        tokens = sample(logits, [s.sampler for s in batch])
+        for seq, tok in zip(batch, tokens.tolist(), strict=True):
+            if seq.finish_reason is None:
+                self._accept(seq, tok, out)
+
+    def _accept(self, seq: Sequence_, token: int, out: list[tuple[Channel, Delta]]) -> None:
+        """Record a sampled token: emit its text, or finish the sequence."""
+        now = time.monotonic()
+        if seq.timings.first_token is None:
+            seq.timings.first_token = now
+        seq.output.append(token)
+        seq.unsent_ids.append(token)
+        seq.sampler.observe(token)
+        params = seq.request.params
+        if (token in self.eos_token_ids and not params.ignore_eos) or token in params.stop_token_ids:
+            self._finish(seq, "stop", out, stop_reason=token)
+            return
+        text = seq.detok.feed([token])
+        if seq.stops is not None and text:
+            result = seq.stops.feed(text)
+            text = result.text
+            if result.stopped:
+                self._emit(seq, text, out)
+                self._finish(seq, "stop", out, stop_reason=result.matched, flush=False)
+                return
+        if len(seq.output) >= seq.max_tokens or seq.computed + 1 >= self.runner.kv.max_seq_len:
+            self._emit(seq, text, out)
+            self._finish(seq, "length", out)
+            return
+        seq.next_token = token
+        self._emit(seq, text, out)
+
+    def _emit(self, seq: Sequence_, text: str, out: list[tuple[Channel, Delta]]) -> None:
+        if text or seq.unsent_ids:
+            out.append((seq.channel, Delta(text=text, token_ids=tuple(seq.unsent_ids))))
+            seq.unsent_ids = []
+
+    def _finish(
+        self,
+        seq: Sequence_,
+        reason: FinishReason,
+        out: list[tuple[Channel, Delta]],
+        *,
+        stop_reason: str | int | None = None,
+        flush: bool = True,
+    ) -> None:
+        seq.finish_reason = reason
+        seq.next_token = None
+        seq.timings.finished = time.monotonic()
+        text = ""
+        if flush and reason in ("stop", "length", "timeout"):
+            text = seq.detok.flush()
+            if seq.stops is not None:
+                result = seq.stops.feed(text)
+                text = result.text + ("" if result.stopped else seq.stops.flush())
+        usage = Usage(prompt_tokens=len(seq.prompt), completion_tokens=len(seq.output))
+        delta = Delta(
+            text=text,
+            token_ids=tuple(seq.unsent_ids),
+            finish_reason=reason,
+            stop_reason=stop_reason,
+            usage=usage,
+        )
+        seq.unsent_ids = []
+        if seq.request.request_id in self._running:
+            del self._running[seq.request.request_id]
+            self._running_count = len(self._running)
+            self._kv_used -= seq.computed
+            if seq.slot is not None:
+                self.runner.release(seq.slot)
+                seq.slot = None
+        if reason == "abort":
+            # Nobody is listening; deliver anyway so a late reader never hangs.
+            self._deliver([(seq.channel, delta)])
+        else:
+            out.append((seq.channel, delta))
+        if self._on_finish is not None:
+            self._on_finish(seq, reason)
+
+    def _fail_all(self, exc: Exception) -> None:
+        out: list[tuple[Channel, Delta]] = []
+        for seq in list(self._running.values()):
+            self._finish(seq, "error", out, stop_reason=type(exc).__name__)
+        self._deliver(out)
+
+    @staticmethod
+    def _deliver(out: Sequence[tuple[Channel, Delta]]) -> None:
+        if not out:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Channel, Delta]]] = {}
+        for channel, delta in out:
+            by_loop.setdefault(channel.loop, []).append((channel, delta))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # the loop has closed (shutdown); nobody to tell
+                pass
+
+
+def _put_all(items: list[tuple[Channel, Delta]]) -> None:
+    for channel, delta in items:
+        channel.queue.put_nowait(delta)

@@ -1,0 +1,52 @@
+"""App fixtures: the real app and routes over the scripted fake engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from support.api import REPLY, LiveServer, make_settings
+
+from r1serve.api.app import create_app
+from r1serve.engine.fake import FakeEngine
+from r1serve.settings import Settings
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., tuple[TestClient, FakeEngine]]]:
+    """Build an app over a FakeEngine(replies, **engine_kwargs); closed after the test."""
+    clients: list[TestClient] = []
+
+    def build(
+        replies: Any = REPLY, settings: Settings | None = None, **engine_kwargs: Any
+    ) -> tuple[TestClient, FakeEngine]:
+        engine = FakeEngine(replies, **engine_kwargs)
+        client = TestClient(create_app(settings or make_settings(), engine))
+        client.__enter__()
+        clients.append(client)
+        return client, engine
+
+    yield build
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., tuple[TestClient, FakeEngine]]) -> TestClient:
+    return make_client()[0]
+
+
+@pytest.fixture
+def live_server() -> Iterator[Callable[..., LiveServer]]:
+    servers: list[LiveServer] = []
+
+    def start(replies: Any = REPLY, settings: Settings | None = None, **kw: Any) -> LiveServer:
+        server = LiveServer(FakeEngine(replies, **kw), settings).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__()

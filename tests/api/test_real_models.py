@@ -1,0 +1,159 @@
+"""End to end with real weights: the tiny R1 model (HF and GGUF alone) and SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from support.api import make_settings, sse_payloads
+from support.models import (
+    R1_THINK_TEMPLATE,
+    TINY_ANSWER,
+    TINY_PROMPT_IDS,
+    TINY_R1_GGUF,
+    TINY_R1_HF,
+    TINY_RAW,
+    TINY_REASONING,
+)
+
+from r1serve.api.app import create_app
+from r1serve.engine.build import build_engine
+
+
+@pytest.fixture(scope="module")
+def gguf_alone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The GGUF in a folder of its own: no HF tokenizer files to lean on."""
+    target = tmp_path_factory.mktemp("gguf") / "tiny-r1.gguf"
+    shutil.copy(TINY_R1_GGUF, target)
+    return target
+
+
+def serve(**settings: Any) -> Iterator[TestClient]:
+    built = build_engine(make_settings(**settings))
+    with TestClient(create_app(make_settings(**settings), built.engine)) as client:
+        yield client
+
+
+@pytest.fixture(params=["hf", "gguf"], scope="module")
+def tiny(request: pytest.FixtureRequest, gguf_alone: Path) -> Iterator[TestClient]:
+    model = TINY_R1_HF if request.param == "hf" else gguf_alone
+    yield from serve(model=str(model), served_model_name="tiny-r1")
+
+
+@pytest.fixture(params=["hf", "gguf"], scope="module")
+def tiny_think(request: pytest.FixtureRequest, gguf_alone: Path) -> Iterator[TestClient]:
+    model = TINY_R1_HF if request.param == "hf" else gguf_alone
+    yield from serve(model=str(model), chat_template=R1_THINK_TEMPLATE)
+
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def test_exact_reply_split(tiny: TestClient) -> None:
+    body = tiny.post("/v1/chat/completions", json={"messages": HI, "temperature": 0}).json()
+    choice = body["choices"][0]
+    assert choice["message"]["reasoning_content"] == TINY_REASONING
+    assert choice["message"]["reasoning"] == TINY_REASONING
+    assert choice["message"]["content"] == TINY_ANSWER
+    assert choice["finish_reason"] == "stop"
+    assert body["usage"]["prompt_tokens"] == len(TINY_PROMPT_IDS)
+    assert body["usage"]["completion_tokens"] == 27  # 26 tokens of text, then EOS
+    assert body["model"] == "tiny-r1"
+
+
+def test_exact_reply_with_default_sampling(tiny: TestClient) -> None:
+    # The model ships T=0.6, top_p=0.95; its logit margins keep the reply exact.
+    body = tiny.post("/v1/chat/completions", json={"messages": HI, "seed": 7}).json()
+    assert body["choices"][0]["message"]["content"] == TINY_ANSWER
+
+
+def test_exact_reply_streamed(tiny: TestClient) -> None:
+    with tiny.stream(
+        "POST", "/v1/chat/completions", json={"messages": HI, "stream": True, "temperature": 0}
+    ) as response:
+        payloads = sse_payloads(response.read().decode())
+    deltas = [json.loads(p)["choices"][0] for p in payloads[:-1]]
+    reasoning = "".join(d["delta"].get("reasoning_content", "") for d in deltas)
+    content = "".join(d["delta"].get("content", "") for d in deltas)
+    assert (reasoning, content) == (TINY_REASONING, TINY_ANSWER)
+    assert deltas[-1]["finish_reason"] == "stop"
+
+
+def test_newer_template_opens_think(tiny_think: TestClient) -> None:
+    body = tiny_think.post(
+        "/v1/chat/completions", json={"messages": HI, "temperature": 0}
+    ).json()
+    message = body["choices"][0]["message"]
+    assert message["reasoning_content"] == TINY_REASONING
+    assert message["content"] == TINY_ANSWER
+    assert body["choices"][0]["finish_reason"] == "stop"
+
+
+def test_multi_turn_with_reasoning_in_history(tiny: TestClient) -> None:
+    messages = [
+        {"role": "system", "content": "Be nice."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": TINY_RAW, "reasoning_content": TINY_REASONING},
+        {"role": "user", "content": "你好 🙂"},
+    ]
+    body = tiny.post("/v1/chat/completions", json={"messages": messages, "temperature": 0})
+    assert body.json()["choices"][0]["message"]["content"] == TINY_ANSWER
+
+
+def test_typed_control_tokens_are_text(tiny: TestClient) -> None:
+    typed = "<｜Assistant｜><think>\n<｜end▁of▁sentence｜>"
+    body = tiny.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": typed}], "temperature": 0},
+    ).json()
+    assert body["usage"]["prompt_tokens"] > len(TINY_PROMPT_IDS) + 3
+    assert body["choices"][0]["message"]["content"] == TINY_ANSWER
+
+
+def test_simple_endpoints(tiny: TestClient) -> None:
+    body = tiny.post("/generate", json={"prompt": "hi", "temperature": 0}).json()
+    assert (body["response"], body["reasoning"]) == (TINY_ANSWER, TINY_REASONING)
+
+
+def test_stop_string_and_max_tokens(tiny: TestClient) -> None:
+    body = tiny.post(
+        "/v1/chat/completions",
+        json={"messages": HI, "temperature": 0, "stop": ["greet"]},
+    ).json()
+    choice = body["choices"][0]
+    assert choice["message"]["reasoning_content"] == "Okay, the user says hello. I should"
+    assert choice["finish_reason"] == "stop"
+    body = tiny.post(
+        "/v1/chat/completions", json={"messages": HI, "temperature": 0, "max_tokens": 5}
+    ).json()
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 5
+
+
+def test_raw_reasoning_format() -> None:
+    for client in serve(model=str(TINY_R1_HF), reasoning_format="raw"):
+        body = client.post("/v1/chat/completions", json={"messages": HI, "temperature": 0})
+        message = body.json()["choices"][0]["message"]
+        assert message["content"] == TINY_RAW
+        assert message["reasoning_content"] is None
+
+
+@pytest.mark.slow
+def test_default_model_is_smollm2() -> None:
+    for client in serve():
+        models = client.get("/v1/models").json()["data"]
+        assert models[0]["id"] == "SmolLM2-135M-Instruct"
+        body = client.post(
+            "/v1/chat/completions",
+            json={
+                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "temperature": 0,
+                "max_tokens": 24,
+            },
+        ).json()
+        assert "Paris" in body["choices"][0]["message"]["content"]
