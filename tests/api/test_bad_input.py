@@ -104,7 +104,7 @@ def test_lone_surrogate_is_400(client: TestClient) -> None:
     assert "surrogate" in error["message"]
 
 
-@pytest.mark.parametrize("text", ["nul\x00byte", "rtl \u202eoverride\u202c", "e\u0301" * 2000])
+@pytest.mark.parametrize("text", ["nul\x00byte", "rtl \u202eoverride\u202c", "e\u0301" * 500])
 def test_odd_text_round_trips_exactly(make_client: Build, text: str) -> None:
     seen: list[str] = []
 

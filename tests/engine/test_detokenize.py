@@ -11,7 +11,7 @@ import pytest
 import transformers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.conftest import TINY_R1_HF, TINY_RAW
+from support.models import TINY_R1_HF, TINY_RAW
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
 
 from r1serve.engine.detokenize import IncrementalDetokenizer, TextDecoder

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from tests.conftest import TINY_ANSWER, TINY_RAW, TINY_REASONING
+from support.models import TINY_ANSWER, TINY_RAW, TINY_REASONING
 
 from r1serve.engine.reasoning import ReasoningDelta, ReasoningSplitter, split_reasoning
 

@@ -60,20 +60,6 @@ class LiveServer:
         self.thread.join(timeout=20)
 
 
-@pytest.fixture
-def live_server() -> Iterator[Callable[..., LiveServer]]:
-    servers: list[LiveServer] = []
-
-    def start(replies: Any = REPLY, settings: Settings | None = None, **kw: Any) -> LiveServer:
-        server = LiveServer(FakeEngine(replies, **kw), settings).__enter__()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.__exit__()
-
-
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     """Poll until ``predicate`` holds; False on timeout."""
     deadline = time.monotonic() + timeout

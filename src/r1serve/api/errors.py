@@ -51,7 +51,7 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
             where = ""
         lines.append(f"{where}: {msg}" if where else msg)
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    first = _loc(tuple(errors[0].get("loc", ()))) or None
+    first = _loc(tuple(errors[0].get("loc", ()))).split(".")[0] or None
     return "; ".join(lines) + more, first
 
 

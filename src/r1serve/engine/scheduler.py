@@ -96,6 +96,7 @@ class Sequence_:  # noqa: N801 - "Sequence" is taken by collections.abc
         tokenizer: Tokenizer,
         vocab_size: int,
         max_tokens: int,
+        eos_token_ids: frozenset[int],
     ) -> None:
         now = time.monotonic()
         self.request = request
@@ -107,7 +108,9 @@ class Sequence_:  # noqa: N801 - "Sequence" is taken by collections.abc
         self.computed = 0  # tokens whose KV is cached
         self.slot: int | None = None
         self.next_token: int | None = None  # sampled, not yet fed to the model
-        self.sampler = SequenceSampler(request.params, self.prompt, vocab_size)
+        self.sampler = SequenceSampler(
+            request.params, self.prompt, vocab_size, eos_token_ids=eos_token_ids
+        )
         self.detok = IncrementalDetokenizer(tokenizer, self.prompt)
         self.stops = StopMatcher(request.params.stop) if request.params.stop else None
         self.timings = RequestTimings(submitted=now)
@@ -158,7 +161,9 @@ class Scheduler:
 
     def submit(self, request: GenerationRequest, max_tokens: int, channel: Channel) -> None:
         """Queue a request, or raise OverloadedError when the waiting queue is full."""
-        seq = Sequence_(request, channel, self.tokenizer, self.runner.vocab_size, max_tokens)
+        seq = Sequence_(
+            request, channel, self.tokenizer, self.runner.vocab_size, max_tokens, self.eos_token_ids
+        )
         with self._lock:
             if self._queued >= self.config.max_waiting:
                 raise OverloadedError(
