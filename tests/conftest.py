@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.models import TINY_R1_GGUF, TINY_R1_HF
 
 from r1serve.settings import Settings
 from r1serve.storage import Database
+from support.models import TINY_R1_GGUF, TINY_R1_HF
 
 
 @pytest.fixture(scope="session")

@@ -7,23 +7,29 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from support.api import REPLY, LiveServer, make_settings
 
 from r1serve.api.app import create_app
+from r1serve.auth import AuthService, close_accounts
 from r1serve.engine.fake import FakeEngine
 from r1serve.settings import Settings
+from support.accounts import test_accounts
+from support.api import REPLY, LiveServer, make_settings
 
 
 @pytest.fixture
 def make_client() -> Iterator[Callable[..., tuple[TestClient, FakeEngine]]]:
     """Build an app over a FakeEngine(replies, **engine_kwargs); closed after the test."""
     clients: list[TestClient] = []
+    opened: list[AuthService] = []
 
     def build(
         replies: Any = REPLY, settings: Settings | None = None, **engine_kwargs: Any
     ) -> tuple[TestClient, FakeEngine]:
         engine = FakeEngine(replies, **engine_kwargs)
-        client = TestClient(create_app(settings or make_settings(), engine))
+        settings = settings or make_settings()
+        accounts = test_accounts(settings)
+        opened.append(accounts)
+        client = TestClient(create_app(settings, engine, accounts))
         client.__enter__()
         clients.append(client)
         return client, engine
@@ -31,6 +37,8 @@ def make_client() -> Iterator[Callable[..., tuple[TestClient, FakeEngine]]]:
     yield build
     for client in clients:
         client.__exit__(None, None, None)
+    for accounts in opened:
+        close_accounts(accounts)
 
 
 @pytest.fixture

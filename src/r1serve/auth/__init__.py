@@ -11,7 +11,7 @@ from r1serve.auth.principal import (
     QuotaLimits,
     UserInfo,
 )
-from r1serve.auth.service import AuthService
+from r1serve.auth.service import AuthService, close_accounts, open_accounts
 from r1serve.auth.sessions import Login
 from r1serve.auth.usage import UsageEvent, UsageRecorder
 
@@ -25,4 +25,6 @@ __all__ = [
     "UsageEvent",
     "UsageRecorder",
     "UserInfo",
+    "close_accounts",
+    "open_accounts",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -49,7 +50,8 @@ class Passwords:
 
     def __init__(self, parameters: argon2.Parameters = argon2.profiles.RFC_9106_LOW_MEMORY) -> None:
         self._hasher = argon2.PasswordHasher.from_parameters(parameters)
-        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        self._dummy_hash: str | None = None
+        self._dummy_lock = threading.Lock()
 
     def hash(self, password: str) -> str:
         """Hash a password that passed ``check_new_password``."""
@@ -65,7 +67,14 @@ class Passwords:
 
     def verify_dummy(self, password: str) -> None:
         """Do the work of a failed verification, so unknown users take as long as known ones."""
-        self.verify(self._dummy_hash, password)
+        self.verify(self.dummy_hash(), password)
+
+    def dummy_hash(self) -> str:
+        """A hash of nothing anyone knows, made once (``AuthService.start`` makes it early)."""
+        with self._dummy_lock:
+            if self._dummy_hash is None:
+                self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+            return self._dummy_hash
 
     def needs_rehash(self, password_hash: str) -> bool:
         """Whether the hash was made with other parameters than the current ones."""

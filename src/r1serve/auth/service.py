@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import argon2
 
@@ -46,6 +47,7 @@ class AuthService:
         self.settings = settings
         self.database = database
         self.clock = clock
+        self.generated_admin_password: str | None = None
         self.passwords = Passwords(password_parameters)
         self.usage = UsageRecorder(
             database,
@@ -83,7 +85,10 @@ class AuthService:
         generated = self.users.ensure_admin(
             admin_password.get_secret_value() if admin_password is not None else None
         )
+        if self.settings.auth:
+            self.passwords.dummy_hash()  # now, so the first unknown-user login is not faster
         self.usage.start()
+        self.generated_admin_password = generated
         return generated
 
     def close(self) -> None:
@@ -144,3 +149,27 @@ class AuthService:
         with self.database.write() as session:
             counters = RateCounterRepository(session).prune(before)
         log.debug("housekeeping: %d sessions, %d counters removed", sessions, counters)
+
+
+def open_accounts(settings: Settings, **options: Any) -> AuthService:
+    """Open (and migrate) the database from settings and start the account services.
+
+    On a first start without ``R1SERVE_ADMIN_PASSWORD`` the generated admin password is in
+    ``generated_admin_password``; whoever starts the server shows it once.
+    """
+    database = Database.open(settings)
+    try:
+        accounts = AuthService(settings, database, **options)
+        accounts.start()
+    except BaseException:
+        database.close()
+        raise
+    return accounts
+
+
+def close_accounts(accounts: AuthService) -> None:
+    """Store queued usage, stop the writer and close the database."""
+    try:
+        accounts.close()
+    finally:
+        accounts.database.close()
