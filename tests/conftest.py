@@ -1,15 +1,26 @@
-"""Shared fixtures: paths to the test models, and a fresh database on SQLite and PostgreSQL."""
+"""Shared fixtures: test model paths, the app over the scripted fake engine, and databases."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from r1serve.api.app import create_app
+from r1serve.auth import AuthService, close_accounts
+from r1serve.engine.fake import FakeEngine
 from r1serve.settings import Settings
-from r1serve.storage import Database
+from support.accounts import test_accounts
+from support.api import REPLY, LiveServer, make_settings
+from support.databases import (  # noqa: F401 - fixtures, registered by importing them here
+    database,
+    database_url,
+    db_settings,
+    postgres_run_url,
+)
 from support.models import TINY_R1_GGUF, TINY_R1_HF
 
 
@@ -23,89 +34,46 @@ def tiny_r1_gguf() -> Path:
     return TINY_R1_GGUF
 
 
-# --- Databases: every storage test runs on SQLite and on the local PostgreSQL -------------------
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., tuple[TestClient, FakeEngine]]]:
+    """Build an app over a FakeEngine(replies, **engine_kwargs); closed after the test."""
+    clients: list[TestClient] = []
+    opened: list[AuthService] = []
 
-POSTGRES_HOST = "127.0.0.1:5432"
-POSTGRES_USERS = ("postgres", "root")
+    def build(
+        replies: Any = REPLY, settings: Settings | None = None, **engine_kwargs: Any
+    ) -> tuple[TestClient, FakeEngine]:
+        engine = FakeEngine(replies, **engine_kwargs)
+        settings = settings or make_settings()
+        accounts = test_accounts(settings)  # cheap argon2; the app does not own it
+        opened.append(accounts)
+        client = TestClient(create_app(settings, engine, accounts))
+        client.__enter__()
+        clients.append(client)
+        return client, engine
 
-
-def _postgres_admin_url() -> str:
-    """A URL that reaches the local PostgreSQL's `test` database, or a failure that says why."""
-    import sqlalchemy
-
-    errors: list[str] = []
-    for user in POSTGRES_USERS:
-        url = f"postgresql+psycopg://{user}@{POSTGRES_HOST}/test"
-        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
-        try:
-            with engine.connect():
-                return url
-        except sqlalchemy.exc.OperationalError as exc:
-            errors.append(f"{user}: {str(exc).splitlines()[0]}")
-        finally:
-            engine.dispose()
-    pytest.fail(
-        f"PostgreSQL at {POSTGRES_HOST} (database 'test', trust auth) does not answer; the "
-        "storage and auth tests need it. Start it, or deselect with -m 'not postgres'. "
-        + "; ".join(errors),
-        pytrace=False,
-    )
-
-
-@pytest.fixture(scope="session")
-def postgres_run_url() -> Iterator[str]:
-    """A database of its own for this test run, dropped at the end."""
-    import secrets
-
-    import sqlalchemy
-
-    admin_url = _postgres_admin_url()
-    name = f"r1serve_test_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file, or a PostgreSQL schema of its own."""
-    if request.param == "sqlite":
-        yield f"sqlite+pysqlite:///{tmp_path / 'r1serve.db'}"
-        return
-    import secrets
-
-    import sqlalchemy
-
-    run_url = request.getfixturevalue("postgres_run_url")
-    schema = f"t_{secrets.token_hex(6)}"
-    admin = sqlalchemy.create_engine(run_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{run_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    yield build
+    for client in clients:
+        client.__exit__(None, None, None)
+    for accounts in opened:
+        close_accounts(accounts)
 
 
 @pytest.fixture
-def db_settings(database_url: str, tmp_path: Path) -> Settings:
-    """Settings that point at this test's fresh database."""
-    return Settings(data_dir=tmp_path / "data", database_url=database_url)
+def client(make_client: Callable[..., tuple[TestClient, FakeEngine]]) -> TestClient:
+    return make_client()[0]
 
 
 @pytest.fixture
-def database(db_settings: Settings) -> Iterator[Database]:
-    """The test's database, migrated to the newest schema."""
-    opened = Database.open(db_settings)
-    try:
-        yield opened
-    finally:
-        opened.close()
+def live_server() -> Iterator[Callable[..., LiveServer]]:
+    """Start the app under uvicorn in a thread; stopped after the test."""
+    servers: list[LiveServer] = []
+
+    def start(replies: Any = REPLY, settings: Settings | None = None, **kw: Any) -> LiveServer:
+        server = LiveServer(FakeEngine(replies, **kw), settings).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__()

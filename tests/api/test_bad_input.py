@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from support.api import HI, chat
 
 from r1serve.engine.fake import CONTROL, FakeEngine, FakeReply
+from support.api import HI, chat
 
 Build = Callable[..., tuple[TestClient, FakeEngine]]
 URL = "/v1/chat/completions"

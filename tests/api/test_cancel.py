@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 from collections.abc import Callable
 
 import httpx
-from support.api import HI, LiveServer, wait_for
 
 from r1serve.engine.fake import FakeReply
+from support.api import HI, LiveServer, wait_for
 
 SLOW = FakeReply(chunks=[f"w{i} " for i in range(400)], delay_s=0.02)
 Start = Callable[..., LiveServer]
@@ -18,9 +19,12 @@ Start = Callable[..., LiveServer]
 
 def test_stream_disconnect_aborts_generation(live_server: Start) -> None:
     server = live_server(SLOW)
-    with httpx.Client(base_url=server.url, timeout=10) as http, http.stream(
-        "POST", "/v1/chat/completions", json={"messages": HI, "stream": True}
-    ) as response:
+    with (
+        httpx.Client(base_url=server.url, timeout=10) as http,
+        http.stream(
+            "POST", "/v1/chat/completions", json={"messages": HI, "stream": True}
+        ) as response,
+    ):
         lines = response.iter_lines()
         seen = [line for _, line in zip(range(6), lines, strict=False)]
         assert any(line.startswith("data: ") for line in seen)
@@ -34,10 +38,8 @@ def test_non_stream_disconnect_aborts_generation(live_server: Start) -> None:
     server = live_server(SLOW)
 
     def call() -> None:
-        try:
+        with contextlib.suppress(httpx.TimeoutException):
             httpx.post(f"{server.url}/v1/chat/completions", json={"messages": HI}, timeout=0.3)
-        except httpx.TimeoutException:
-            pass
 
     worker = threading.Thread(target=call)
     worker.start()
@@ -48,9 +50,10 @@ def test_non_stream_disconnect_aborts_generation(live_server: Start) -> None:
 
 def test_simple_stream_disconnect_aborts(live_server: Start) -> None:
     server = live_server(SLOW)
-    with httpx.Client(base_url=server.url, timeout=10) as http, http.stream(
-        "GET", "/stream-generate", params={"prompt": "hello"}
-    ) as response:
+    with (
+        httpx.Client(base_url=server.url, timeout=10) as http,
+        http.stream("GET", "/stream-generate", params={"prompt": "hello"}) as response,
+    ):
         for _ in zip(range(4), response.iter_lines(), strict=False):
             pass
     assert wait_for(lambda: list(server.engine.finished.values()) == ["abort"])
@@ -69,9 +72,12 @@ def test_cancelling_one_request_leaves_others_intact(live_server: Start) -> None
 
     worker = threading.Thread(target=full)
     worker.start()
-    with httpx.Client(base_url=server.url, timeout=10) as http, http.stream(
-        "POST", "/v1/chat/completions", json={"messages": HI, "stream": True}
-    ) as response:
+    with (
+        httpx.Client(base_url=server.url, timeout=10) as http,
+        http.stream(
+            "POST", "/v1/chat/completions", json={"messages": HI, "stream": True}
+        ) as response,
+    ):
         for _ in zip(range(5), response.iter_lines(), strict=False):
             pass
     worker.join()

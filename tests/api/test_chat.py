@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi.testclient import TestClient
-from support.api import REPLY, chat, make_settings, sse_payloads, stream_chat
 
 from r1serve.engine.fake import FakeEngine, FakeReply
+from support.api import REPLY, chat, make_settings, sse_payloads, stream_chat
 
 Build = Callable[..., tuple[TestClient, FakeEngine]]
 
@@ -122,9 +122,7 @@ def test_stop_string_across_chunks_is_not_emitted(make_client: Build) -> None:
     assert body["choices"][0]["message"]["content"] == "Hel"
     assert body["choices"][0]["finish_reason"] == "stop"
     payloads = stream_chat(client, stop="o wor")
-    text = "".join(
-        json.loads(p)["choices"][0]["delta"].get("content", "") for p in payloads[:-1]
-    )
+    text = "".join(json.loads(p)["choices"][0]["delta"].get("content", "") for p in payloads[:-1])
     assert text == "Hell"
 
 

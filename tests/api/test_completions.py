@@ -6,9 +6,9 @@ import json
 from collections.abc import Callable
 
 from fastapi.testclient import TestClient
-from support.api import sse_payloads
 
 from r1serve.engine.fake import CONTROL, FakeEngine, FakeReply
+from support.api import sse_payloads
 
 Build = Callable[..., tuple[TestClient, FakeEngine]]
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import openai
 import pytest
+
 from support.api import LiveServer
 
 Start = Callable[..., LiveServer]

@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
+from r1serve.api.app import create_app
+from r1serve.engine.build import build_engine
 from support.api import make_settings, sse_payloads
 from support.models import (
     R1_THINK_TEMPLATE,
@@ -20,9 +23,6 @@ from support.models import (
     TINY_RAW,
     TINY_REASONING,
 )
-
-from r1serve.api.app import create_app
-from r1serve.engine.build import build_engine
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +85,7 @@ def test_exact_reply_streamed(tiny: TestClient) -> None:
 
 
 def test_newer_template_opens_think(tiny_think: TestClient) -> None:
-    body = tiny_think.post(
-        "/v1/chat/completions", json={"messages": HI, "temperature": 0}
-    ).json()
+    body = tiny_think.post("/v1/chat/completions", json={"messages": HI, "temperature": 0}).json()
     message = body["choices"][0]["message"]
     assert message["reasoning_content"] == TINY_REASONING
     assert message["content"] == TINY_ANSWER

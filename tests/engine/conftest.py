@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.conftest import TINY_R1_GGUF, TINY_R1_HF
 from tokenizers import Tokenizer
 
 from r1serve.engine.tokenizer import HFTokenizer
+from support.models import TINY_R1_GGUF, TINY_R1_HF
 
 TEMPLATES = Path(__file__).parent.parent / "fixtures" / "templates"
 

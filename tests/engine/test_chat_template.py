@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.conftest import TINY_R1_HF, TINY_RAW
 
 from r1serve.engine.chat_template import ChatFormatter, strip_reasoning
 from r1serve.engine.gguf_tokenizer import build_gguf_tokenizer
 from r1serve.engine.tokenizer import HFTokenizer, read_tokenizer_dir
 from r1serve.errors import ConfigError, RequestError
+from support.models import TINY_R1_HF, TINY_RAW
 
 TEMPLATES = Path(__file__).parent.parent / "fixtures" / "templates"
 HI = [{"role": "user", "content": "hi"}]

@@ -11,10 +11,10 @@ import pytest
 import transformers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.models import TINY_R1_HF, TINY_RAW
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
 
 from r1serve.engine.detokenize import IncrementalDetokenizer, TextDecoder
+from support.models import TINY_R1_HF, TINY_RAW
 
 REPLACEMENT = "\ufffd"
 TINY_REPLY_IDS = [151648, 198, 32313, 11, 279, 1196, 2727, 23811, 13, 358, 1265, 40786, 1105]

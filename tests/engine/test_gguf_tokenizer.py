@@ -7,12 +7,12 @@ from pathlib import Path
 
 import gguf
 import pytest
-from tests.conftest import TINY_R1_HF
 from tokenizers import Tokenizer
 
 from r1serve.engine.gguf_tokenizer import build_gguf_tokenizer, read_gguf_metadata
 from r1serve.engine.tokenizer import HFTokenizer
 from r1serve.errors import UnsupportedModelError
+from support.models import TINY_R1_HF
 
 R1_CONTROL_TOKENS = [
     token["content"]

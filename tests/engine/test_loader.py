@@ -11,7 +11,6 @@ import gguf
 import huggingface_hub.constants
 import pytest
 import torch
-from tests.conftest import TINY_R1_HF, TINY_RAW
 
 from r1serve.engine.loader import (
     DEFAULT_MODEL_NAME,
@@ -21,6 +20,7 @@ from r1serve.engine.loader import (
     resolve_model_source,
 )
 from r1serve.errors import ConfigError, ModelNotFoundError, UnsupportedModelError
+from support.models import TINY_R1_HF, TINY_RAW
 
 TEMPLATES = Path(__file__).parent.parent / "fixtures" / "templates"
 TINY_REPLY_IDS = [151648, 198, 32313, 11, 279, 1196, 2727, 23811, 13, 358, 1265, 40786, 1105]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from support.models import TINY_ANSWER, TINY_RAW, TINY_REASONING
 
 from r1serve.engine.reasoning import ReasoningDelta, ReasoningSplitter, split_reasoning
+from support.models import TINY_ANSWER, TINY_RAW, TINY_REASONING
 
 
 def stream(chunks: list[str], starts_in_reasoning: bool = False, **tags: str) -> tuple[str, str]:

@@ -7,12 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.conftest import TINY_R1_HF
 from tokenizers import Tokenizer
 
 from r1serve.engine.protocol import Tokenizer as TokenizerProtocol
 from r1serve.engine.tokenizer import HFTokenizer, read_tokenizer_dir
 from r1serve.errors import UnsupportedModelError
+from support.models import TINY_R1_HF
 
 
 def test_implements_the_protocol(tiny_hf_tokenizer: HFTokenizer) -> None:

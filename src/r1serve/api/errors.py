@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,7 +24,7 @@ from r1serve.errors import (
 log = logging.getLogger("r1serve.api")
 
 
-def error_response(exc: R1ServeError, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(exc: R1ServeError, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The JSON response for an r1serve error, with Retry-After where it applies."""
     extra = dict(headers or {})
     if isinstance(exc, RetryableError):

@@ -31,8 +31,7 @@ def _check_text(value: str) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError(
-            f"text contains a lone surrogate (\\u{ord(value[exc.start]):04x}); "
-            "send valid Unicode"
+            f"text contains a lone surrogate (\\u{ord(value[exc.start]):04x}); send valid Unicode"
         ) from None
     return value
 

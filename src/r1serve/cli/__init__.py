@@ -13,9 +13,14 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Serve DeepSeek-R1 distills and other Hugging Face causal LMs."""
+
+
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from r1serve.cli import keys, serve, users  # noqa: F401
+    from r1serve.cli import chat, keys, serve, users  # noqa: F401
 
 
 def main() -> None:

@@ -47,13 +47,14 @@ def make_runner(loaded: LoadedModel, settings: Settings) -> tuple[ModelRunner, K
         kind = "native" if reason is None else "hf"
         if reason is not None:
             log.warning("generic runner (no batching speed-up): %s", reason)
-    args = {
-        "max_slots": plan.max_slots,
-        "max_seq_len": plan.max_seq_len,
-        "derivation": plan.derivation,
-    }
-    runner: ModelRunner = NativeRunner(loaded.model, **args) if kind == "native" else HFRunner(
-        loaded.model, **args
+    runner_class: type[NativeRunner] | type[HFRunner] = (
+        NativeRunner if kind == "native" else HFRunner
+    )
+    runner: ModelRunner = runner_class(
+        loaded.model,
+        max_slots=plan.max_slots,
+        max_seq_len=plan.max_seq_len,
+        derivation=plan.derivation,
     )
     return runner, plan, kind
 

@@ -33,7 +33,9 @@ CHATML_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-THINK_TEMPLATE = CHATML_TEMPLATE.replace("assistant\n{% endif %}", "assistant\n<think>\n{% endif %}")
+THINK_TEMPLATE = CHATML_TEMPLATE.replace(
+    "assistant\n{% endif %}", "assistant\n<think>\n{% endif %}"
+)
 _SPLIT = re.compile("(" + "|".join(re.escape(t) for t in [*CONTROL, *ADDED]) + ")")
 _WORDS = re.compile(r"<think>|</think>|\s*[^\s<]+|\s+|<")
 

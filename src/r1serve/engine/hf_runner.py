@@ -28,7 +28,7 @@ class HFRunner:
         self._kv = KVLayout(max_slots, max_seq_len, 0, derivation + " (generic runner)")
         self._caches: dict[int, DynamicCache] = {}
         self._free = list(range(max_slots - 1, -1, -1))
-        out = model.get_output_embeddings()
+        out: Any = model.get_output_embeddings()  # type: ignore[operator]
         self._vocab = int(out.weight.shape[0]) if out is not None else int(config.vocab_size)
 
     @property

@@ -297,7 +297,7 @@ def load_model(
     elif template is not None:
         compile_template(template)  # a broken template in the model's files fails at start-up
 
-    model = _load_weights(source, torch_dtype, target)
+    model = _load_weights(source, torch_dtype, target, spread=device == "auto")
     config = model.config
     context_length = _context_length(config, gguf_context, max_model_len, source.name)
     generation = model.generation_config
@@ -387,13 +387,22 @@ def _read_template_file(path: Path) -> str:
     return template
 
 
-def _load_weights(source: ModelSource, dtype: torch.dtype, device: torch.device) -> PreTrainedModel:
+def _load_weights(
+    source: ModelSource, dtype: torch.dtype, device: torch.device, *, spread: bool = False
+) -> PreTrainedModel:
+    import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # r1serve prints its own status line
     # use_safetensors: never fall back to pickled weights that happen to sit next to them.
     extra: dict[str, Any] = (
         {"gguf_file": source.gguf_file} if source.gguf_file else {"use_safetensors": True}
     )
+    if device.type == "cuda":
+        # Straight onto the GPU(s); with several GPUs and --device auto, layers are spread.
+        many = spread and torch.cuda.device_count() > 1
+        extra["device_map"] = "auto" if many else {"": str(device)}
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(source.path),
@@ -404,7 +413,9 @@ def _load_weights(source: ModelSource, dtype: torch.dtype, device: torch.device)
         )
     except Exception as exc:  # transformers raises many types here; all mean "cannot load"
         raise UnsupportedModelError(f"cannot load model {source.name}: {exc}") from exc
-    loaded: PreTrainedModel = model.to(device)  # type: ignore[arg-type]  # transformers' stub
+    loaded: PreTrainedModel = (
+        model if device.type == "cuda" else model.to(device)  # type: ignore[arg-type]
+    )
     loaded.eval()
     return loaded
 

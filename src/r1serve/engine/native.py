@@ -25,7 +25,7 @@ SUPPORTED_TYPES = frozenset({"llama", "qwen2", "qwen3", "mistral"})
 
 def unsupported_reason(model: nn.Module) -> str | None:
     """Why the native decoder cannot run ``model`` (None when it can)."""
-    config = getattr(model, "config", None)
+    config: Any = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_TYPES:
         return f"architecture {model_type!r} is not one of {sorted(SUPPORTED_TYPES)}"
@@ -43,30 +43,28 @@ def unsupported_reason(model: nn.Module) -> str | None:
 class _Projection:
     """Several Linear layers on one input, fused into one matmul when they are plain."""
 
-    def __init__(self, modules: Sequence[nn.Module]) -> None:
-        self.sizes = [int(m.out_features) for m in modules]  # type: ignore[arg-type]
-        plain = all(type(m) is nn.Linear for m in modules)
-        weights = [m.weight for m in modules] if plain else []
-        same = plain and len({(w.dtype, w.device) for w in weights}) == 1
+    def __init__(self, modules: Sequence[Any]) -> None:
+        self.sizes = [int(m.out_features) for m in modules]
         self.modules = list(modules)
         self.weight: torch.Tensor | None = None
         self.bias: torch.Tensor | None = None
-        if same and len(modules) > 1:
-            fused = torch.cat([w.detach() for w in weights])
-            biases = [m.bias for m in modules]
-            if all(b is not None for b in biases):
-                self.bias = torch.cat([b.detach() for b in biases])  # type: ignore[union-attr]
-            elif any(b is not None for b in biases):
-                fused = None  # mixed biases: keep the modules
-            if fused is not None:
-                # The modules keep working on views of the fused tensor: no second copy.
-                offset = 0
-                for m, size in zip(modules, self.sizes, strict=True):
-                    m.weight.data = fused[offset : offset + size]
-                    if self.bias is not None:
-                        m.bias.data = self.bias[offset : offset + size]  # type: ignore[union-attr]
-                    offset += size
-                self.weight = fused
+        plain = len(modules) > 1 and all(type(m) is nn.Linear for m in modules)
+        if not plain or len({(m.weight.dtype, m.weight.device) for m in modules}) != 1:
+            return
+        biases = [m.bias for m in modules]
+        if any(b is None for b in biases) and any(b is not None for b in biases):
+            return  # mixed biases: keep calling the modules
+        fused = torch.cat([m.weight.detach() for m in modules])
+        if biases[0] is not None:
+            self.bias = torch.cat([b.detach() for b in biases])
+        # The modules keep working on views of the fused tensor: no second copy in memory.
+        offset = 0
+        for m, size in zip(modules, self.sizes, strict=True):
+            m.weight.data = fused[offset : offset + size]
+            if self.bias is not None:
+                m.bias.data = self.bias[offset : offset + size]
+            offset += size
+        self.weight = fused
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.weight is not None:
@@ -74,8 +72,8 @@ class _Projection:
         return [m(x) for m in self.modules]
 
 
-def _rms(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
-    weight = norm.weight
+def _rms(x: torch.Tensor, norm: Any) -> torch.Tensor:
+    weight: torch.Tensor = norm.weight
     eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
     if x.dtype == torch.float32:
         return F.rms_norm(x, (x.shape[-1],), weight, eps)
@@ -93,14 +91,14 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 @dataclass
 class _Layer:
-    norm1: nn.Module
-    norm2: nn.Module
+    norm1: Any
+    norm2: Any
     qkv: _Projection
-    o_proj: nn.Module
+    o_proj: Any
     gate_up: _Projection
-    down: nn.Module
-    q_norm: nn.Module | None
-    k_norm: nn.Module | None
+    down: Any
+    q_norm: Any | None
+    k_norm: Any | None
     device: torch.device
     k_cache: torch.Tensor  # [S, KV, L, D]
     v_cache: torch.Tensor  # [S, KV, L, D]
@@ -125,16 +123,15 @@ class NativeRunner:
         config: Any = model.config
         inner: Any = model.model
         self.model = model
+        self.embed: Any
         self.config = config
         self.n_heads = int(config.num_attention_heads)
         self.n_kv = int(getattr(config, "num_key_value_heads", None) or self.n_heads)
-        self.head_dim = int(
-            getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
-        )
+        self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self.n_heads)
         self.embed = inner.embed_tokens
         self.final_norm = inner.norm
         self.rotary = inner.rotary_emb
-        self.lm_head = model.lm_head  # type: ignore[union-attr]
+        self.lm_head: Any = model.lm_head
         self.device = self.embed.weight.device
         self.dtype = self.embed.weight.dtype
         shape = (max_slots, self.n_kv, max_seq_len, self.head_dim)
@@ -269,7 +266,12 @@ class NativeRunner:
         for layer in self.layers:
             dev = layer.device
             if dev not in on_device:
-                on_device[dev] = (cos.to(dev)[:, None], sin.to(dev)[:, None], mask.to(dev), pos.to(dev))
+                on_device[dev] = (
+                    cos.to(dev)[:, None],
+                    sin.to(dev)[:, None],
+                    mask.to(dev),
+                    pos.to(dev),
+                )
             c, s, m, p = on_device[dev]
             x = x.to(dev)
             h = _rms(x, layer.norm1)

@@ -11,6 +11,7 @@ step for all sequences. ``abort`` removes a request before the next step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -68,12 +69,13 @@ class Channel:
 FinishHook = Callable[["Sequence_", FinishReason], None]
 
 
-class Sequence_:  # noqa: N801 - "Sequence" is taken by collections.abc
+class Sequence_:
     """Scheduler-thread state of one request."""
 
     __slots__ = (
         "channel",
         "computed",
+        "deadline",
         "detok",
         "finish_reason",
         "max_tokens",
@@ -85,7 +87,6 @@ class Sequence_:  # noqa: N801 - "Sequence" is taken by collections.abc
         "slot",
         "stops",
         "timings",
-        "deadline",
         "unsent_ids",
     )
 
@@ -267,7 +268,9 @@ class Scheduler:
             if remaining <= 0 or seq.slot is None:
                 continue
             n = min(remaining, budget)
-            chunks.append(PrefillChunk(seq.slot, seq.computed, seq.prompt[seq.computed : seq.computed + n]))
+            chunks.append(
+                PrefillChunk(seq.slot, seq.computed, seq.prompt[seq.computed : seq.computed + n])
+            )
             owners.append(seq)
             budget -= n
         if not chunks:
@@ -308,7 +311,9 @@ class Scheduler:
         seq.unsent_ids.append(token)
         seq.sampler.observe(token)
         params = seq.request.params
-        if (token in self.eos_token_ids and not params.ignore_eos) or token in params.stop_token_ids:
+        if (
+            token in self.eos_token_ids and not params.ignore_eos
+        ) or token in params.stop_token_ids:
             self._finish(seq, "stop", out, stop_reason=token)
             return
         text = seq.detok.feed([token])
@@ -387,10 +392,9 @@ class Scheduler:
         for channel, delta in out:
             by_loop.setdefault(channel.loop, []).append((channel, delta))
         for loop, items in by_loop.items():
-            try:
+            # A closed loop (shutdown) has nobody left to tell.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_put_all, items)
-            except RuntimeError:  # the loop has closed (shutdown); nobody to tell
-                pass
 
 
 def _put_all(items: list[tuple[Channel, Delta]]) -> None:

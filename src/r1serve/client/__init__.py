@@ -1,0 +1,1 @@
+"""Clients of an OpenAI-compatible server: the interactive chat and the benchmark."""
