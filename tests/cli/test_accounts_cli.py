@@ -44,7 +44,7 @@ def test_users_add_list_role_disable_enable_passwd(cli: CliRunner) -> None:
 def test_user_errors_are_one_line_and_exit_1(cli: CliRunner) -> None:
     _run(cli, "users", "add", "ada", "--password-stdin", stdin="ada-password\n")
     out = _run(cli, "users", "add", "ada", "--password-stdin", stdin="ada-password\n", ok=False)
-    assert out.strip() == "error: user 'ada' already exists"
+    assert out.strip() == "r1serve: error: user 'ada' already exists"
     out = _run(cli, "users", "add", "bob", "--password-stdin", stdin="short\n", ok=False)
     assert "at least 8" in out
     assert "no user named 'nobody'" in _run(cli, "users", "disable", "nobody", ok=False)

@@ -13,6 +13,7 @@ import typer
 
 from r1serve.auth import AuthService, Principal
 from r1serve.auth.passwords import generate_password
+from r1serve.cli.common import fail
 from r1serve.errors import R1ServeError
 from r1serve.settings import Settings
 from r1serve.storage import Database
@@ -43,8 +44,7 @@ def clean_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except R1ServeError as exc:
-            typer.echo(f"error: {exc.message}", err=True)
-            raise typer.Exit(2 if exc.status_code >= 500 else 1) from None
+            fail(exc, code=2 if exc.status_code >= 500 else 1)
 
     return run
 
