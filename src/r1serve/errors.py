@@ -15,9 +15,10 @@ the message on one line and exits non-zero.
     ├── RateLimitError                (429, "rate_limit_error", Retry-After)
     ├── OverloadedError               (503, "server_overloaded", Retry-After)
     ├── EngineError                   (500, "server_error")  the model failed mid-request
-    └── ConfigError                   (start-up only: bad model path, bad settings)
-        ├── ModelNotFoundError        a --model path or name that does not exist
-        └── UnsupportedModelError     no weights, or an architecture we cannot run
+    ├── ConfigError                   (start-up only: bad model path, bad settings)
+    │   ├── ModelNotFoundError        a --model path or name that does not exist
+    │   └── UnsupportedModelError     no weights, or an architecture we cannot run
+    └── DownloadError                 `r1serve pull` failed: hub down, bad listing, bad bytes
 """
 
 from __future__ import annotations
@@ -123,3 +124,7 @@ class ModelNotFoundError(ConfigError):
 
 class UnsupportedModelError(ConfigError):
     pass
+
+
+class DownloadError(R1ServeError):
+    """A model download failed or was refused; the CLI prints the reason and exits 1."""

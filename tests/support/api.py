@@ -16,6 +16,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from r1serve.api.app import create_app
+from r1serve.api.protocol import HeaderTimeoutProtocol
 from r1serve.auth import close_accounts
 from r1serve.engine.fake import FakeEngine
 from r1serve.settings import Settings
@@ -60,6 +61,8 @@ class LiveServer:
             port=self.port,
             log_level="warning",
             lifespan="on",
+            http=HeaderTimeoutProtocol,
+            timeout_keep_alive=5,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -14,12 +14,13 @@ from r1serve import __version__
 from r1serve.api.deps import ClientGone
 from r1serve.api.errors import install_error_handlers
 from r1serve.api.metering import MeteredCompletionService
+from r1serve.api.metrics import ServerMetrics
 from r1serve.api.middleware import (
     BodyLimitMiddleware,
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
-from r1serve.api.routes import auth, health, keys, openai, simple, ui, usage, users
+from r1serve.api.routes import auth, health, keys, metrics, openai, simple, ui, usage, users
 from r1serve.api.security import (
     AuthMiddleware,
     HostAllowListMiddleware,
@@ -76,7 +77,8 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
     async def _gone(_: Request, __: ClientGone) -> Response:
         return Response(status_code=499)
 
-    for module in (openai, simple, health, ui, auth, keys, users, usage):
+    app.state.metrics = ServerMetrics(engine)
+    for module in (openai, simple, health, metrics, ui, auth, keys, users, usage):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static")
 

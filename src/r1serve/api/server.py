@@ -13,6 +13,7 @@ from rich.table import Table
 
 from r1serve import __version__
 from r1serve.api.app import create_app
+from r1serve.api.protocol import HeaderTimeoutProtocol
 from r1serve.api.security import check_bind
 from r1serve.auth import close_accounts, open_accounts
 from r1serve.engine.build import build_engine
@@ -74,6 +75,7 @@ def run_server(settings: Settings, from_flags: Iterable[str] = ()) -> None:
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
+            http=HeaderTimeoutProtocol,
             timeout_keep_alive=5,
             timeout_graceful_shutdown=10,
         )

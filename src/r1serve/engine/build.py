@@ -7,13 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from r1serve.catalog.store import lookup
 from r1serve.engine.engine import LocalEngine
 from r1serve.engine.hf_runner import HFRunner
 from r1serve.engine.kv import KVPlan, bytes_per_token, plan_kv
 from r1serve.engine.loader import LoadedModel, load_model, resolve_model_source
 from r1serve.engine.native import NativeRunner, unsupported_reason
 from r1serve.engine.runner import ModelRunner
-from r1serve.engine.scheduler import FinishHook, SchedulerConfig
+from r1serve.engine.scheduler import SchedulerConfig
 from r1serve.errors import ConfigError
 from r1serve.settings import Settings
 
@@ -63,9 +64,11 @@ def build_engine(
     settings: Settings,
     *,
     store_lookup: Callable[[str], Path | None] | None = None,
-    on_finish: FinishHook | None = None,
 ) -> BuiltEngine:
     """Load the configured model and wrap it in a LocalEngine (not started yet)."""
+    if store_lookup is None:
+        data_dir = settings.data_dir
+        store_lookup = lambda name: lookup(name, data_dir)  # noqa: E731
     source = resolve_model_source(settings.model, store_lookup=store_lookup)
     loaded = load_model(
         source,
@@ -101,6 +104,5 @@ def build_engine(
             }.items()
             if v is not None
         },
-        on_finish=on_finish,
     )
     return BuiltEngine(engine, loaded, plan, kind)

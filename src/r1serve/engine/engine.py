@@ -38,7 +38,6 @@ class LocalEngine:
         eos_token_ids: frozenset[int],
         scheduler_config: SchedulerConfig | None = None,
         default_sampling: Mapping[str, Any] | None = None,
-        on_finish: FinishHook | None = None,
     ) -> None:
         self._runner = runner
         self._tokenizer = tokenizer
@@ -48,9 +47,7 @@ class LocalEngine:
         self._context_length = min(context_length, runner.kv.max_seq_len)
         self._model_context_length = context_length
         self.default_sampling: Mapping[str, Any] = dict(default_sampling or {})
-        self.scheduler = Scheduler(
-            runner, tokenizer, eos_token_ids, scheduler_config, on_finish=on_finish
-        )
+        self.scheduler = Scheduler(runner, tokenizer, eos_token_ids, scheduler_config)
         self._started = False
 
     @property
@@ -73,6 +70,10 @@ class LocalEngine:
         self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True
     ) -> Prompt:
         return self._chat.render(messages, add_generation_prompt=add_generation_prompt)
+
+    def add_finish_listener(self, listener: FinishHook) -> None:
+        """Call ``listener`` (on the model thread) whenever a request ends."""
+        self.scheduler.finish_listeners.append(listener)
 
     async def start(self) -> None:
         if not self._started:

@@ -21,7 +21,7 @@ from r1serve.engine.chat_template import ChatFormatter
 from r1serve.engine.engine import LocalEngine
 from r1serve.engine.protocol import FinishReason
 from r1serve.engine.runner import DecodeInput, KVLayout, PrefillChunk
-from r1serve.engine.scheduler import SchedulerConfig, Sequence_
+from r1serve.engine.scheduler import FinishedRequest, SchedulerConfig
 
 EOS = "<|end|>"
 CONTROL = {EOS: 256, "<|im_start|>": 257, "<|im_end|>": 258}
@@ -255,8 +255,8 @@ class FakeEngine(LocalEngine):
             eos_token_ids=tok.eos_token_ids,
             scheduler_config=scheduler_config,
             default_sampling=default_sampling,
-            on_finish=self._record,
         )
+        self.add_finish_listener(self._record)
 
-    def _record(self, seq: Sequence_, reason: FinishReason) -> None:
-        self.finished[seq.request.request_id] = reason
+    def _record(self, done: FinishedRequest) -> None:
+        self.finished[done.request_id] = done.reason

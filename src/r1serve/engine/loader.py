@@ -37,7 +37,6 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 # ORG/NAME as the hub spells repo ids; no "..", no leading dot, so a name cannot walk out.
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Names the local store may know: NAME, ORG/NAME, optionally :TAG.
-_STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?(:[\w.-]+)?$")
 _PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 # Tokens that end a turn in common chat templates; the model must stop on them too.
 _TURN_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
@@ -120,7 +119,7 @@ def _resolve(spec: str, store_lookup: Callable[[str], Path | None] | None) -> Mo
     candidate = Path(spec).expanduser()
     if candidate.exists():
         return _source_at(candidate, _display_name(candidate))
-    if store_lookup is not None and _STORE_NAME.match(spec):
+    if store_lookup is not None:  # it returns None for anything that is not a stored name
         stored = store_lookup(spec)
         if stored is not None:
             if not stored.exists():

@@ -130,6 +130,7 @@ class EngineStats:
     max_waiting: int
     kv_tokens_used: int
     kv_tokens_total: int
+    rejected: int = 0  # requests refused because the waiting queue was full
 
 
 @runtime_checkable

@@ -66,7 +66,18 @@ class Channel:
         self.queue: asyncio.Queue[Delta] = asyncio.Queue()
 
 
-FinishHook = Callable[["Sequence_", FinishReason], None]
+@dataclass(frozen=True, slots=True)
+class FinishedRequest:
+    """What listeners learn when a request ends (for metrics, logs and usage)."""
+
+    request_id: str
+    reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    timings: RequestTimings
+
+
+FinishHook = Callable[[FinishedRequest], None]
 
 
 class Sequence_:
@@ -128,13 +139,13 @@ class Scheduler:
         tokenizer: Tokenizer,
         eos_token_ids: frozenset[int],
         config: SchedulerConfig | None = None,
-        on_finish: FinishHook | None = None,
     ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
         self.eos_token_ids = eos_token_ids
         self.config = config or SchedulerConfig()
-        self._on_finish = on_finish
+        self.finish_listeners: list[FinishHook] = []  # called on the scheduler thread
+        self.rejected = 0  # submits refused because the queue was full
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._inbox: deque[Sequence_] = deque()
@@ -151,6 +162,7 @@ class Scheduler:
     # ---- any thread -------------------------------------------------------------------
 
     def start(self) -> None:
+        self._stop = False
         self._thread = threading.Thread(target=self._run, name="r1serve-engine", daemon=True)
         self._thread.start()
 
@@ -167,6 +179,7 @@ class Scheduler:
         )
         with self._lock:
             if self._queued >= self.config.max_waiting:
+                self.rejected += 1
                 raise OverloadedError(
                     f"server busy: {self._queued} requests already waiting "
                     f"(limit {self.config.max_waiting}); retry later",
@@ -190,6 +203,7 @@ class Scheduler:
             max_waiting=self.config.max_waiting,
             kv_tokens_used=self._kv_used,
             kv_tokens_total=kv.max_slots * kv.max_seq_len,
+            rejected=self.rejected,
         )
 
     # ---- scheduler thread -------------------------------------------------------------
@@ -375,8 +389,15 @@ class Scheduler:
             self._deliver([(seq.channel, delta)])
         else:
             out.append((seq.channel, delta))
-        if self._on_finish is not None:
-            self._on_finish(seq, reason)
+        if self.finish_listeners:
+            record = FinishedRequest(
+                seq.request.request_id, reason, len(seq.prompt), len(seq.output), seq.timings
+            )
+            for listener in self.finish_listeners:
+                try:
+                    listener(record)
+                except Exception:  # a broken listener must not break generation
+                    log.exception("finish listener failed")
 
     def _fail_all(self, exc: Exception) -> None:
         out: list[tuple[Channel, Delta]] = []

@@ -1,0 +1,89 @@
+"""The models `r1serve models` knows: the DeepSeek-R1 family and small models for CPUs.
+
+Their architectures come from ``models.json`` (values copied from each repo's ``config.json``,
+since nothing may be fetched at run time); every size shown is computed from them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from r1serve.catalog.estimate import (
+    PRECISIONS,
+    Architecture,
+    MemoryEstimate,
+    Precision,
+    architecture_from_hf_config,
+    count_parameters,
+    estimate_memory,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """A model we can recommend, with its real architecture."""
+
+    repo_id: str
+    family: str
+    note: str
+    architecture: Architecture
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """The largest model and highest precision that fit, and what they need in total."""
+
+    repo_id: str
+    precision: Precision
+    total_bytes: int
+    budget_bytes: int
+
+
+@cache
+def load_catalog() -> tuple[CatalogEntry, ...]:
+    """Every catalog model, largest first."""
+    text = resources.files("r1serve.catalog").joinpath("models.json").read_text("utf-8")
+    entries = tuple(
+        CatalogEntry(
+            repo_id=item["repo_id"],
+            family=item["family"],
+            note=item["note"],
+            architecture=architecture_from_hf_config(item["config"]),
+        )
+        for item in json.loads(text)["models"]
+    )
+    return tuple(sorted(entries, key=lambda e: -count_parameters(e.architecture).total))
+
+
+def find_entry(repo_id: str) -> CatalogEntry | None:
+    """The catalog entry for ``repo_id`` (case-insensitive), if there is one."""
+    wanted = repo_id.lower()
+    return next((e for e in load_catalog() if e.repo_id.lower() == wanted), None)
+
+
+def fitting_precisions(estimate: MemoryEstimate, budget_bytes: int) -> list[Precision]:
+    """Precisions whose weights, KV cache at the context and overhead fit in ``budget_bytes``."""
+    return [p for p in PRECISIONS if estimate.total_bytes(p) <= budget_bytes]
+
+
+def recommend(
+    entries: Sequence[CatalogEntry], budget_bytes: int, context: int
+) -> Recommendation | None:
+    """The largest model that fits at ``context`` tokens, at the highest precision that fits."""
+    best: tuple[int, CatalogEntry, Precision, int] | None = None
+    for entry in entries:
+        estimate = estimate_memory(entry.architecture, context)
+        fitting = fitting_precisions(estimate, budget_bytes)
+        if not fitting:
+            continue
+        size = estimate.parameters.total
+        if best is None or size > best[0]:
+            best = (size, entry, fitting[0], estimate.total_bytes(fitting[0]))
+    if best is None:
+        return None
+    _, entry, precision, total = best
+    return Recommendation(entry.repo_id, precision, total, budget_bytes)

@@ -1,0 +1,156 @@
+// One assistant reply as it streams: a folding "thinking" block and the markdown answer.
+
+import { renderMarkdown } from "../markdown.js";
+import { t } from "../i18n.js";
+
+const CLOCK_INTERVAL_MS = 100;
+
+/** The DOM and state of one assistant message; feed it deltas, then finish() it. */
+export class AssistantReply {
+  constructor({ onRendered = () => {} } = {}) {
+    this.reasoning = "";
+    this.answer = "";
+    this.onRendered = onRendered;
+    this.frame = 0;
+    this.dirty = { reasoning: false, answer: false };
+    this.thinkingStartedAt = null;
+    this.thinkingEndedAt = null;
+    this.clock = 0;
+    this.firstTokenAt = null;
+    this.lastTokenAt = null;
+    this.outcome = null;
+
+    this.element = document.createElement("article");
+    this.element.className = "message assistant";
+    this.element.dataset.state = "streaming";
+
+    this.thinking = document.createElement("details");
+    this.thinking.className = "thinking";
+    this.thinking.hidden = true;
+    this.thinkingLabel = document.createElement("summary");
+    this.thinkingBody = document.createElement("div");
+    this.thinkingBody.className = "thinking-body markdown";
+    this.thinking.append(this.thinkingLabel, this.thinkingBody);
+
+    this.answerElement = document.createElement("div");
+    this.answerElement.className = "answer markdown";
+
+    this.meta = document.createElement("p");
+    this.meta.className = "message-meta";
+
+    this.element.append(this.thinking, this.answerElement, this.meta);
+  }
+
+  /** Add reasoning text; the thinking block opens and its clock starts on the first piece. */
+  addReasoning(text) {
+    if (!text) return;
+    this.noteToken();
+    if (this.thinkingStartedAt === null) {
+      this.thinkingStartedAt = performance.now();
+      this.thinking.hidden = false;
+      this.thinking.open = true;
+      this.clock = window.setInterval(() => this.relabel(), CLOCK_INTERVAL_MS);
+      this.relabel();
+    }
+    this.reasoning += text;
+    this.dirty.reasoning = true;
+    this.scheduleRender();
+  }
+
+  /** Add answer text; the first piece ends the thinking and folds its block. */
+  addAnswer(text) {
+    if (!text) return;
+    this.noteToken();
+    if (!this.answer) {
+      this.stopThinkingClock();
+      this.thinking.open = false;
+    }
+    this.answer += text;
+    this.dirty.answer = true;
+    this.scheduleRender();
+  }
+
+  /**
+   * Final render and the line under the reply.
+   * outcome: "done" | "stopped" | "error"; usage: the OpenAI usage object or null.
+   */
+  finish({ outcome, usage = null, finishReason = null, errorMessage = "" }) {
+    this.stopThinkingClock();
+    if (this.frame) window.cancelAnimationFrame(this.frame);
+    this.frame = 0;
+    this.render();
+    this.outcome = { outcome, usage, finishReason, errorMessage };
+    this.element.dataset.state = outcome;
+    this.relabel();
+  }
+
+  /** Re-write the texts that depend on the language (after a switch, and as the clock runs). */
+  relabel() {
+    if (this.thinkingStartedAt !== null) {
+      const end = this.thinkingEndedAt ?? performance.now();
+      const seconds = ((end - this.thinkingStartedAt) / 1000).toFixed(1);
+      const key = this.thinkingEndedAt === null ? "chat.thinking" : "chat.thought";
+      this.thinkingLabel.textContent = t(key, { seconds });
+    }
+    if (this.outcome) this.meta.textContent = this.metaText();
+    this.meta.classList.toggle("error", this.outcome?.outcome === "error");
+  }
+
+  metaText() {
+    const { outcome, usage, finishReason, errorMessage } = this.outcome;
+    if (outcome === "stopped") return t("chat.stopped");
+    if (outcome === "error") return errorMessage;
+    const parts = [];
+    if (usage) parts.push(this.usageText(usage));
+    if (finishReason === "length") parts.push(t("chat.finishLength"));
+    return parts.join(" · ");
+  }
+
+  usageText(usage) {
+    const prompt = usage.prompt_tokens ?? 0;
+    const completion = usage.completion_tokens ?? 0;
+    // Decode speed: tokens after the first over the time between first and last token.
+    const seconds = (this.lastTokenAt - this.firstTokenAt) / 1000;
+    if (completion > 1 && seconds > 0) {
+      const rate = ((completion - 1) / seconds).toFixed(1);
+      return t("chat.usage", { prompt, completion, rate });
+    }
+    return t("chat.usageNoRate", { prompt, completion });
+  }
+
+  noteToken() {
+    const now = performance.now();
+    if (this.firstTokenAt === null) this.firstTokenAt = now;
+    this.lastTokenAt = now;
+  }
+
+  stopThinkingClock() {
+    if (this.thinkingStartedAt !== null && this.thinkingEndedAt === null) {
+      this.thinkingEndedAt = performance.now();
+    }
+    if (this.clock) window.clearInterval(this.clock);
+    this.clock = 0;
+    this.relabel();
+  }
+
+  scheduleRender() {
+    // At most one markdown render per frame, however fast the deltas come.
+    if (this.frame) return;
+    this.frame = window.requestAnimationFrame(() => {
+      this.frame = 0;
+      this.render();
+    });
+  }
+
+  render() {
+    if (this.dirty.reasoning) {
+      this.thinkingBody.replaceChildren(renderMarkdown(this.reasoning));
+      this.dirty.reasoning = false;
+    }
+    if (this.dirty.answer) {
+      this.answerElement.replaceChildren(renderMarkdown(this.answer));
+      this.dirty.answer = false;
+    }
+    this.onRendered();
+  }
+}

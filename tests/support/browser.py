@@ -1,0 +1,202 @@
+"""Test support for the browser tests: the app under uvicorn, Chromium, and page guards.
+
+The app runs on the fake engine in a background thread for the whole session; each test
+scripts the next reply through ``ScriptedReplies`` and gets a fresh browser context whose
+``PageGuard`` records every request, dialog, console error and CSP violation, and refuses any
+request to another origin.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, Request, Route
+
+from r1serve.api.app import create_app
+from r1serve.engine.fake import FakeEngine, FakeReply
+from r1serve.settings import Settings
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+MODEL_NAME = "fake-r1"
+
+# Runs before any page script; see the comment at its top.
+PAGE_TRAPS = (Path(__file__).parent / "page_traps.js").read_text(encoding="utf-8")
+
+
+class ScriptedReplies:
+    """The fake engine's reply source: every request gets the reply last given to ``set``."""
+
+    def __init__(self) -> None:
+        self._reply = FakeReply("Hello!")
+        self._lock = threading.Lock()
+
+    def set(self, reply: FakeReply) -> None:
+        with self._lock:
+            self._reply = reply
+
+    def __call__(self, prompt: str) -> FakeReply:
+        with self._lock:
+            return self._reply
+
+
+@dataclass
+class UiServer:
+    """The running app: its URL, its fake engine and the engine's reply script."""
+
+    url: str
+    engine: FakeEngine
+    replies: ScriptedReplies
+
+    def aborted(self) -> set[str]:
+        """Engine request ids that finished because they were cancelled."""
+        return {rid for rid, reason in dict(self.engine.finished).items() if reason == "abort"}
+
+
+@contextmanager
+def run_ui_server() -> Iterator[UiServer]:
+    """The real app on a FakeEngine under uvicorn, on a free port, in a background thread."""
+    replies = ScriptedReplies()
+    engine = FakeEngine(replies, model_name=MODEL_NAME)
+    app = create_app(Settings(_env_file=None), engine)  # type: ignore[call-arg]
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="ui-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield UiServer(f"http://127.0.0.1:{port}", engine, replies)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@dataclass
+class PageGuard:
+    """What a page did that a test may want to assert on."""
+
+    origin: str
+    requests: list[str] = field(default_factory=list)
+    offsite_requests: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+
+    def route(self, route: Route) -> None:
+        url = route.request.url
+        self.requests.append(url)
+        if url == self.origin or url.startswith(self.origin + "/"):
+            route.continue_()
+        else:
+            self.offsite_requests.append(url)
+            route.abort()
+
+    def on_dialog(self, dialog: Dialog) -> None:
+        self.dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.console_errors.append(message.text)
+
+
+@dataclass
+class ChatPage:
+    """The chat page in one browser context, with helpers for the common steps."""
+
+    page: Page
+    guard: PageGuard
+    server: UiServer
+    chat_requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def open(self) -> None:
+        self.page.goto(self.server.url + "/")
+        self.page.wait_for_selector(".chat[data-models=loaded]")
+
+    def send(self, text: str) -> None:
+        self.page.fill(".composer-input", text)
+        self.page.press(".composer-input", "Enter")
+
+    def wait_idle(self, timeout_ms: float = 20_000) -> None:
+        self.page.wait_for_selector(
+            ".chat[data-state=idle] .message.assistant:last-child:not([data-state=streaming])",
+            timeout=timeout_ms,
+        )
+
+    def pwned(self) -> Any:
+        return self.page.evaluate("window.__pwned")
+
+    def csp_violations(self) -> list[str]:
+        return list(self.page.evaluate("window.__cspViolations"))
+
+    def unsafe_seen_live(self) -> list[str]:
+        """Unsafe nodes or attributes that appeared in the conversation at any moment."""
+        return list(self.page.evaluate("window.__unsafeNodes"))
+
+    def assert_nothing_unsafe_happened(self, *, csp_reports_expected: bool = False) -> None:
+        """No dialog, no off-origin request, no script ran, no CSP violation, no unsafe node.
+
+        Chromium reports CSP violations when it merely parses inline handlers or styles in an
+        inert DOMParser document (DOMPurify's); a test feeding raw HTML to the sanitizer sets
+        ``csp_reports_expected``. The page's own path never hands it raw model HTML.
+        """
+        # Plain asserts here are not rewritten by pytest: each says what it found.
+        guard = self.guard
+        assert guard.dialogs == [], guard.dialogs
+        assert guard.offsite_requests == [], guard.offsite_requests
+        assert guard.page_errors == [], guard.page_errors
+        pwned = self.pwned()
+        assert pwned is None, pwned
+        violations = self.csp_violations()
+        assert csp_reports_expected or violations == [], violations
+        unsafe = self.unsafe_seen_live()
+        assert unsafe == [], unsafe
+
+    def unsafe_now(self) -> list[str]:
+        """Unsafe nodes or attributes in the conversation as it is now."""
+        return list(self.page.evaluate("window.__unsafeIn(document.querySelector('.messages'))"))
+
+
+def new_chat_page(
+    chromium: Browser, server: UiServer, **context_options: Any
+) -> tuple[ChatPage, Callable[[], None]]:
+    """A fresh browser context with the guards and traps; returns the page and its closer."""
+    context = chromium.new_context(**context_options)
+    guard = PageGuard(origin=server.url)
+    context.route(re.compile(".*"), guard.route)
+    context.add_init_script(PAGE_TRAPS)
+    page = context.new_page()
+    page.on("dialog", guard.on_dialog)
+    page.on("console", guard.on_console)
+    page.on("pageerror", lambda error: guard.page_errors.append(str(error)))
+    chat = ChatPage(page, guard, server)
+
+    def record_chat_request(request: Request) -> None:
+        if request.url.endswith("/v1/chat/completions") and request.method == "POST":
+            body = request.post_data_json
+            assert isinstance(body, dict), body
+            chat.chat_requests.append(body)
+
+    page.on("request", record_chat_request)
+    return chat, context.close
