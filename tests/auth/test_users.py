@@ -113,3 +113,25 @@ def test_admin_password_reset_ends_sessions(
     with pytest.raises(AuthenticationError):
         auth.sessions.login("ada", "ada-password", "127.0.0.1")
     auth.sessions.login("ada", "new-password-1", "127.0.0.1")
+
+
+def test_an_admin_is_created_when_only_plain_users_exist(
+    db_settings: Settings, database: Database
+) -> None:
+    service = AuthService(db_settings, database, password_parameters=argon2.profiles.CHEAPEST)
+    service.users.create("bob", "bob-password")  # e.g. `r1serve users add bob` before serving
+    generated = service.start()
+    try:
+        assert generated is not None
+        assert service.users.by_name("admin").role == "admin"
+    finally:
+        service.close()
+
+
+def test_a_plain_user_named_admin_blocks_the_bootstrap_with_a_clear_error(
+    db_settings: Settings, database: Database
+) -> None:
+    service = AuthService(db_settings, database, password_parameters=argon2.profiles.CHEAPEST)
+    service.users.create("admin", "admin-password")
+    with pytest.raises(ConfigError, match="users role NAME admin"):
+        service.start()

@@ -134,16 +134,22 @@ class UserService:
             return self._info(session, user)
 
     def ensure_admin(self, password: str | None) -> str | None:
-        """On an empty database create the first admin; returns its password if we generated it."""
+        """Without any admin, create ``admin``; returns its password if we generated it."""
         with self.database.read() as session:
-            if UserRepository(session).count() > 0:
+            users = UserRepository(session)
+            if users.count_admins() > 0:
                 return None
+            if users.by_username(FIRST_ADMIN_NAME) is not None:
+                raise ConfigError(
+                    f"there is no admin account and the name {FIRST_ADMIN_NAME!r} is taken by a "
+                    f"plain user; make someone admin with `r1serve users role NAME admin`"
+                )
         generated = password is None
         chosen = generate_password() if password is None else password
         try:
             self.create(FIRST_ADMIN_NAME, chosen, "admin")
         except RequestError as exc:
-            if exc.param == "username":  # another replica created it first
+            if exc.message.endswith("already exists"):  # another replica created it first
                 return None
             raise ConfigError(f"R1SERVE_ADMIN_PASSWORD is not usable: {exc.message}") from None
         log.info("created the first admin account %r", FIRST_ADMIN_NAME)

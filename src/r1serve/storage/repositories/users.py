@@ -39,6 +39,10 @@ class UserRepository:
         """How many users exist."""
         return self.session.scalar(select(func.count()).select_from(User)) or 0
 
+    def count_admins(self) -> int:
+        """How many admins exist, enabled or not."""
+        return self.session.scalar(select(func.count()).where(User.role == "admin")) or 0
+
     def count_enabled_admins(self) -> int:
         """How many admins can still log in."""
         query = select(func.count()).where(User.role == "admin", User.disabled.is_(False))
