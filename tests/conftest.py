@@ -30,6 +30,7 @@ from support.models import TINY_R1_GGUF, TINY_R1_HF
 # cache built by the first GGUF load speeds up the later ones.
 DATA_DIR = tempfile.mkdtemp(prefix="r1serve-test-data-")
 os.environ["R1SERVE_DATA_DIR"] = DATA_DIR
+os.environ["R1SERVE_CACHE_DIR"] = os.path.join(DATA_DIR, "cache")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

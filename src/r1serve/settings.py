@@ -86,6 +86,11 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a write waits for a busy SQLite database before it fails.",
     )
+    cache_dir: Path | None = Field(
+        None,
+        description="Where converted model files are cached (GGUF weights as safetensors); "
+        "default: a cache folder in the data directory.",
+    )
 
     # Accounts
     auth: bool = Field(
