@@ -177,12 +177,15 @@ class Scheduler:
         seq = Sequence_(
             request, channel, self.tokenizer, self.runner.vocab_size, max_tokens, self.eos_token_ids
         )
+        slots = self.runner.kv.max_slots
         with self._lock:
-            if self._queued >= self.config.max_waiting:
+            # Requests that will take a free slot at the next step are not "waiting".
+            free = slots - self._running_count
+            if self._queued - free >= self.config.max_waiting:
                 self.rejected += 1
                 raise OverloadedError(
-                    f"server busy: {self._queued} requests already waiting "
-                    f"(limit {self.config.max_waiting}); retry later",
+                    f"server busy: {slots} requests running and {self.config.max_waiting} "
+                    "waiting (the limit); retry later",
                     retry_after=self.config.retry_after_s,
                 )
             self._queued += 1
@@ -263,13 +266,13 @@ class Scheduler:
         free = self.runner.kv.max_slots - len(self._running)
         while free > 0 and self._waiting:
             seq = self._waiting.popleft()
-            with self._lock:
-                self._queued -= 1
             seq.slot = self.runner.acquire()
             seq.timings.admitted = time.monotonic()
             self._running[seq.request.request_id] = seq
+            with self._lock:  # both counts move together, as submit() reads them
+                self._queued -= 1
+                self._running_count = len(self._running)
             free -= 1
-        self._running_count = len(self._running)
 
     def _prefill(self, out: list[tuple[Channel, Delta]]) -> None:
         budget = self.config.max_prefill_tokens
@@ -379,7 +382,8 @@ class Scheduler:
         seq.unsent_ids = []
         if seq.request.request_id in self._running:
             del self._running[seq.request.request_id]
-            self._running_count = len(self._running)
+            with self._lock:
+                self._running_count = len(self._running)
             self._kv_used -= seq.computed
             if seq.slot is not None:
                 self.runner.release(seq.slot)
