@@ -55,6 +55,7 @@ def test_summary_counts_throughput_and_errors_apart() -> None:
     assert level.ttft is not None and level.ttft.mean == pytest.approx(0.2)
     assert level.itl is not None and level.itl.count == 13
     assert level.client_cpu_ms_per_request == pytest.approx(5.0)
+    assert level.client_cpu_percent == pytest.approx(1.0)
 
 
 def test_summary_says_when_tokens_were_counted_as_chunks() -> None:

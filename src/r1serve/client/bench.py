@@ -204,7 +204,7 @@ def _error_text(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}: {' '.join(str(message).split())[:300]}"
 
 
-def _chunk_text(chunk: Mapping[str, Any]) -> tuple[str, str, str | None]:
+def chunk_text(chunk: Mapping[str, Any]) -> tuple[str, str, str | None]:
     """(reasoning, answer, finish_reason) of a chat or completion chunk's first choice."""
     choices = chunk.get("choices") or []
     if not choices:
@@ -242,7 +242,7 @@ async def send_request(
                 usage = chunk.get("usage")
                 if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
                     record.usage_tokens = usage["completion_tokens"]
-                reasoning, answer, finish = _chunk_text(chunk)
+                reasoning, answer, finish = chunk_text(chunk)
                 record.finish_reason = finish or record.finish_reason
                 if not (reasoning or answer):
                     continue  # role, finish and usage chunks are not output

@@ -131,6 +131,7 @@ def results_table(levels: list[LevelSummary], title: str) -> Table:
         ("ITL ms", "right"),
         ("latency s", "right"),
         ("client CPU ms/req", "right"),
+        ("client CPU %", "right"),
     ]
     for name, justify in columns:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
@@ -148,6 +149,7 @@ def results_table(levels: list[LevelSummary], title: str) -> Table:
             _ms(level.itl),
             _s(level.latency),
             f"{level.client_cpu_ms_per_request:.1f}",
+            f"{level.client_cpu_percent:.1f}",
         )
     table.caption = "latencies: p50 / p95 / p99"
     return table

@@ -103,6 +103,7 @@ class LevelSummary:
     latency: Distribution | None
     client_cpu_s: float
     client_cpu_ms_per_request: float
+    client_cpu_percent: float  # of one core, over the level's wall time
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,4 +157,5 @@ def summarize(
         latency=distribution([r.latency for r in done]),
         client_cpu_s=client_cpu_s,
         client_cpu_ms_per_request=1000 * client_cpu_s / len(records) if records else 0.0,
+        client_cpu_percent=100 * client_cpu_s / wall,
     )
