@@ -164,4 +164,8 @@ def markdown(results: dict[str, Any]) -> str:
     ]  # fmt: skip
     for name, text in results["greedy_check"]["texts"].items():
         lines.append(f"- {name}: {text!r}")
+    notes = [(n, note) for n, s in results["servers"].items() for note in s.get("notes", [])]
+    if notes:
+        lines += ["", "## Notes from the benchmark client", ""]
+        lines += [f"- {name}, {note}" for name, note in notes]
     return "\n".join(lines) + "\n"

@@ -89,9 +89,11 @@ def greedy_text(url: str, model_id: str) -> str:
     return str(response.json()["choices"][0]["message"]["content"])
 
 
-def sweep(server: ServerProcess, model_id: str, args: argparse.Namespace, tmp: Path) -> list[Any]:
-    """`r1serve bench` at each concurrency level; warm-up before the first."""
-    levels = []
+def sweep(
+    server: ServerProcess, model_id: str, args: argparse.Namespace, tmp: Path
+) -> tuple[list[Any], list[str]]:
+    """`r1serve bench` at each concurrency level, warm-up before the first; levels and notes."""
+    levels, notes = [], []
     for index, concurrency in enumerate(args.concurrency):
         out = tmp / f"{server.spec.name}-{concurrency}.json"
         command = [sys.executable, "-m", "r1serve", "bench", "--url", server.url,
@@ -105,8 +107,10 @@ def sweep(server: ServerProcess, model_id: str, args: argparse.Namespace, tmp: P
             command.append("--ignore-eos")
         if extra:
             command += ["--extra-body", json.dumps(extra)]
-        levels += run_json(command, args.threads, out)["levels"]
-    return levels
+        document = run_json(command, args.threads, out)
+        levels += document["levels"]
+        notes += [f"concurrency {concurrency}: {note}" for note in document["notes"]]
+    return levels, notes
 
 
 def bench_server(spec: ServerSpec, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -125,7 +129,7 @@ def bench_server(spec: ServerSpec, args: argparse.Namespace, tmp: Path) -> dict[
         elif text != args.first_text[1]:
             print(f"WARNING: greedy text of {spec.name} differs from {args.first_text[0]}:\n"
                   f"  {text!r}\n  {args.first_text[1]!r}", file=sys.stderr)  # fmt: skip
-        result["levels"] = sweep(server, model_id, args, tmp)
+        result["levels"], result["notes"] = sweep(server, model_id, args, tmp)
         result["rss_after_bytes"] = server.rss_bytes()
     return result
 
