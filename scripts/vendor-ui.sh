@@ -15,6 +15,7 @@ PACKAGES=(
   "marked@18.2.1 sha512-ii4bxCTCqqwpT86XZWgJNs+ZnAIZksmLGYMViWA7PDIXYIeNo1x6cDdX3JOip9NM/cI6p8z57FxliACboTruMA=="
   "dompurify@3.5.0 sha512-LYC0ZkE8P1V42JsRYTwMdme/2ET8SpOc5AA2eOFjP/IadvRd2fwiT4TVz5vkfy0XUx12aS2UaRkTnfVPNOv9vw=="
   "@highlightjs/cdn-assets@11.12.0 sha512-KvOKXODaiFmId9xaq3xc5xCL66wVLUuOngDbO9B/kewbFTqdGbn2nJxNhN3H5R1cgDTVj6R8vH0zgiNDEGjpDw=="
+  "swagger-ui-dist@5.35.0 sha512-U06rpMtW9V3XPGOBeamTUSr0Z09jMX4IJuANpE/EZbAhw0G8CgwrzU4YmXkn/h0wCDNsXdGarTNNHC3sU8yVUQ=="
 )
 
 # package  source file in the tarball  ->  destination under vendor/
@@ -28,6 +29,9 @@ FILES=(
   "@highlightjs/cdn-assets styles/github.min.css highlight.js/github.min.css"
   "@highlightjs/cdn-assets styles/github-dark.min.css highlight.js/github-dark.min.css"
   "@highlightjs/cdn-assets LICENSE highlight.js/LICENSE"
+  "swagger-ui-dist swagger-ui-bundle.js swagger-ui/swagger-ui-bundle.js"
+  "swagger-ui-dist swagger-ui.css swagger-ui/swagger-ui.css"
+  "swagger-ui-dist LICENSE swagger-ui/LICENSE"
 )
 
 # npm's integrity string of a file: "sha512-" + base64 of its SHA-512 digest.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
@@ -76,10 +76,88 @@ class Settings(BaseSettings):
         default_factory=lambda: Path.home() / ".local" / "share" / "r1serve",
         description="Where r1serve keeps its database and downloaded models.",
     )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the database, e.g. postgresql+psycopg://user@host/r1serve "
+        "for several replicas sharing one database. Empty: the SQLite file r1serve.db in data_dir.",
+    )
+    database_busy_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a write waits for a busy SQLite database before it fails.",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Where converted model files are cached (GGUF weights as safetensors); "
+        "default: a cache folder in the data directory.",
+    )
+
+    # Accounts
+    auth: bool = Field(
+        True,
+        description="Require a login or an API key on every route but /health. Off (--no-auth) "
+        "is single-user local mode and is refused unless the server binds a loopback address.",
+    )
+    admin_password: SecretStr | None = Field(
+        None,
+        description="Password of the admin account created on first start; empty: a generated "
+        "one, printed once.",
+    )
+    session_ttl_s: int = Field(
+        7 * 24 * 3600, gt=0, description="How long a web login lasts, in seconds."
+    )
+    login_max_failures_per_account: int = Field(
+        10,
+        gt=0,
+        description="Failed logins for one user name within login_window_s before logins for it "
+        "get 429.",
+    )
+    login_max_failures_per_ip: int = Field(
+        30,
+        gt=0,
+        description="Failed logins from one client address within login_window_s before its "
+        "logins get 429.",
+    )
+    login_window_s: int = Field(
+        900, gt=0, description="Window, in seconds, over which failed logins are counted."
+    )
+    default_requests_per_minute: int | None = Field(
+        None,
+        gt=0,
+        description="Requests per minute for users without a quota of their own; empty: no limit.",
+    )
+    default_tokens_per_day: int | None = Field(
+        None,
+        gt=0,
+        description="Prompt plus completion tokens per UTC day for users without a quota of their "
+        "own; empty: no limit.",
+    )
+    auth_recheck_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often a running stream re-checks its caller's key or session; a revoked "
+        "key, ended session or disabled user stops the stream within about this many seconds.",
+    )
+    usage_flush_interval_s: float = Field(
+        0.5,
+        gt=0,
+        description="How often the background writer stores recorded usage, in seconds.",
+    )
 
     # HTTP
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (with an optional :port) the server answers to, against DNS "
+        "rebinding; requests naming another Host get 403. Empty: localhost, 127.0.0.1, [::1] "
+        "and the bound address.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins (https://app.example) allowed to call the API from a browser; "
+        "empty: CORS off. '*' allows any origin but never with cookies.",
+    )
     max_body_bytes: int = Field(
         4 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above it)."
     )

@@ -19,7 +19,7 @@ from r1serve.catalog.store import lookup
 from r1serve.cli import _register, app
 from r1serve.engine.build import build_engine
 from r1serve.engine.loader import resolve_model_source
-from r1serve.settings import Settings
+from support.api import make_settings
 from support.models import TINY_ANSWER, TINY_REASONING
 
 _register()
@@ -52,7 +52,7 @@ def test_pull_ls_resolve_and_serve(
     assert source.kind == kind
     assert source.file == Path(row["path"])
 
-    settings = Settings(model=name, data_dir=tmp_path)
+    settings = make_settings(model=name, data_dir=tmp_path)
     built = build_engine(settings, store_lookup=store_lookup)
     with TestClient(create_app(settings, built.engine)) as client:
         response = client.post(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -13,15 +17,27 @@ from fastapi.testclient import TestClient
 
 from r1serve.api.app import create_app
 from r1serve.api.protocol import HeaderTimeoutProtocol
+from r1serve.auth import close_accounts
 from r1serve.engine.fake import FakeEngine
 from r1serve.settings import Settings
+from support.accounts import test_accounts
 
 REPLY = "<think>\nLet me think.\n</think>\n\nThe **answer** is 42."
 HI = [{"role": "user", "content": "hi"}]
 
 
+_DATA_ROOT = Path(tempfile.mkdtemp(prefix="r1serve-tests-"))
+atexit.register(shutil.rmtree, _DATA_ROOT, ignore_errors=True)
+
+
 def make_settings(**overrides: Any) -> Settings:
-    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+    """Settings for app tests: local mode (no logins), a fresh database, TestClient's host."""
+    defaults: dict[str, Any] = {
+        "auth": False,
+        "data_dir": Path(tempfile.mkdtemp(dir=_DATA_ROOT)),
+        "allowed_hosts": ["testserver", "127.0.0.1", "localhost"],
+    }
+    return Settings(_env_file=None, **{**defaults, **overrides})  # type: ignore[call-arg]
 
 
 def free_port() -> int:
@@ -37,8 +53,10 @@ class LiveServer:
         self.engine = engine
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        settings = settings or make_settings()
+        self.accounts = test_accounts(settings)
         config = uvicorn.Config(
-            create_app(settings or make_settings(), engine),
+            create_app(settings, engine, self.accounts),
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
@@ -61,6 +79,7 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=20)
+        close_accounts(self.accounts)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

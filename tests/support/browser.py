@@ -21,8 +21,11 @@ import uvicorn
 from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, Request, Route
 
 from r1serve.api.app import create_app
+from r1serve.auth import AuthService, close_accounts
 from r1serve.engine.fake import FakeEngine, FakeReply
 from r1serve.settings import Settings
+from support.accounts import test_accounts
+from support.api import make_settings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -58,11 +61,12 @@ class ScriptedReplies:
 
 @dataclass
 class UiServer:
-    """The running app: its URL, its fake engine and the engine's reply script."""
+    """The running app: its URL, its fake engine, the reply script, the account services."""
 
     url: str
     engine: FakeEngine
     replies: ScriptedReplies
+    accounts: AuthService
 
     def aborted(self) -> set[str]:
         """Engine request ids that finished because they were cancelled."""
@@ -70,11 +74,16 @@ class UiServer:
 
 
 @contextmanager
-def run_ui_server() -> Iterator[UiServer]:
-    """The real app on a FakeEngine under uvicorn, on a free port, in a background thread."""
+def run_ui_server(settings: Settings | None = None) -> Iterator[UiServer]:
+    """The real app on a FakeEngine under uvicorn, on a free port, in a background thread.
+
+    Default settings: local mode (no login) on a fresh database; pass others for login tests.
+    """
     replies = ScriptedReplies()
     engine = FakeEngine(replies, model_name=MODEL_NAME)
-    app = create_app(Settings(_env_file=None), engine)  # type: ignore[call-arg]
+    settings = settings or make_settings()
+    accounts = test_accounts(settings)
+    app = create_app(settings, engine, accounts)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="ui-test-server", daemon=True)
@@ -86,10 +95,11 @@ def run_ui_server() -> Iterator[UiServer]:
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield UiServer(f"http://127.0.0.1:{port}", engine, replies)
+        yield UiServer(f"http://127.0.0.1:{port}", engine, replies, accounts)
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+        close_accounts(accounts)
 
 
 @dataclass

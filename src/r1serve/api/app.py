@@ -7,33 +7,51 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from r1serve import __version__
 from r1serve.api.deps import ClientGone
 from r1serve.api.errors import install_error_handlers
+from r1serve.api.metering import MeteredCompletionService
 from r1serve.api.metrics import ServerMetrics
 from r1serve.api.middleware import (
     BodyLimitMiddleware,
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
-from r1serve.api.routes import health, metrics, openai, simple, ui
-from r1serve.api.service import CompletionService
+from r1serve.api.routes import auth, health, keys, metrics, openai, simple, ui, usage, users
+from r1serve.api.security import (
+    AuthMiddleware,
+    HostAllowListMiddleware,
+    allowed_host_names,
+    check_bind,
+)
+from r1serve.auth import AuthService, close_accounts, open_accounts
 from r1serve.engine.protocol import Engine
 from r1serve.settings import Settings
 
 
-def create_app(settings: Settings, engine: Engine) -> FastAPI:
-    """An app serving ``engine``; the engine starts and stops with the app's lifespan."""
+def create_app(settings: Settings, engine: Engine, accounts: AuthService | None = None) -> FastAPI:
+    """An app serving ``engine``; the engine starts and stops with the app's lifespan.
+
+    ``accounts`` (users, keys, quotas, usage over the database) stays the caller's to close;
+    without it the app opens the database from ``settings`` at start-up and closes it at the end.
+    """
+    check_bind(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = accounts is None
+        app.state.accounts = open_accounts(settings) if own else accounts
+        app.state.accounts.usage.start()
         await engine.start()
         try:
             yield
         finally:
             await engine.close()
+            if own:
+                close_accounts(app.state.accounts)
 
     app = FastAPI(
         title="r1serve",
@@ -46,8 +64,9 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.started = int(time.time())
-    app.state.service = CompletionService(
+    app.state.service = MeteredCompletionService(
         engine,
+        recorder=lambda: app.state.accounts.usage,
         reasoning_format=settings.reasoning_format,
         default_sampling=dict(getattr(engine, "default_sampling", {}) or {}),
         default_timeout_s=settings.request_timeout_s,
@@ -59,12 +78,24 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         return Response(status_code=499)
 
     app.state.metrics = ServerMetrics(engine)
-    for module in (openai, simple, health, metrics, ui):
+    for module in (openai, simple, health, metrics, ui, auth, keys, users, usage):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static")
 
-    # Added last = outermost: the body limit sees bytes before anything else reads them.
+    # Added last = outermost. Inside out: auth (default deny), headers, request id, the body
+    # limit (sees bytes before anything else reads them), CORS, and the Host allow-list first.
+    app.add_middleware(AuthMiddleware, accounts=lambda: app.state.accounts)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        any_origin = "*" in settings.cors_origins
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=["*"] if any_origin else settings.cors_origins,
+            allow_credentials=not any_origin,  # never "*" together with cookies
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-CSRF-Token"],
+        )
+    app.add_middleware(HostAllowListMiddleware, allowed=allowed_host_names(settings))
     return app

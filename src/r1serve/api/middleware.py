@@ -120,9 +120,13 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
 
+        static = scope["path"].startswith("/static/")
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
+                if static:  # revalidate (cheap, ETag) so an upgrade never mixes old modules
+                    headers["Cache-Control"] = "no-cache"
                 headers.setdefault("Content-Security-Policy", PAGE_CSP)
                 headers["X-Content-Type-Options"] = "nosniff"
                 headers["X-Frame-Options"] = "DENY"

@@ -14,6 +14,8 @@ from rich.table import Table
 from r1serve import __version__
 from r1serve.api.app import create_app
 from r1serve.api.protocol import HeaderTimeoutProtocol
+from r1serve.api.security import check_bind
+from r1serve.auth import close_accounts, open_accounts
 from r1serve.engine.build import build_engine
 from r1serve.settings import Settings
 
@@ -52,6 +54,7 @@ def run_server(settings: Settings, from_flags: Iterable[str] = ()) -> None:
     )
     console.print(f"[bold]r1serve {__version__}[/bold]")
     console.print(settings_table(settings, from_flags))
+    check_bind(settings)  # before the slow part: a refused --no-auth fails at once
     with console.status("loading model…"):
         built = build_engine(settings)
     loaded = built.loaded
@@ -61,17 +64,35 @@ def run_server(settings: Settings, from_flags: Iterable[str] = ()) -> None:
         f"loaded in {loaded.load_seconds:.1f} s)"
     )
     console.print(f"runner: {built.runner_kind}; {built.plan.derivation}")
-    app = create_app(settings, built.engine)
-    console.print(
-        f"serving on [bold]{url_for(settings.host, settings.port)}[/bold] "
-        "(chat page at /, OpenAI API at /v1)"
-    )
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        http=HeaderTimeoutProtocol,
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=10,
+    accounts = open_accounts(settings)
+    try:
+        app = create_app(settings, built.engine, accounts)
+        url = url_for(settings.host, settings.port)
+        console.print(f"serving on [bold]{url}[/bold] (chat page at /, OpenAI API at /v1)")
+        console.print(login_hint(settings, url, accounts.generated_admin_password))
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            http=HeaderTimeoutProtocol,
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        close_accounts(accounts)
+
+
+def login_hint(settings: Settings, url: str, generated_password: str | None) -> str:
+    """How to log in, printed at start-up; a generated admin password appears only here."""
+    if not settings.auth:
+        return "no-auth local mode: no login; everything runs as the admin account"
+    if generated_password is not None:
+        return (
+            f"first start: log in at {url} as [bold]admin[/bold] with password "
+            f"[bold]{generated_password}[/bold] (shown only now; change it after logging in)"
+        )
+    return (
+        f"log in at {url}; API clients send 'Authorization: Bearer r1s-…' "
+        "(create keys on the page or with `r1serve keys create`)"
     )

@@ -54,6 +54,7 @@ class Output:
     reasoning: str = ""
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    tokens: int = 0  # generated tokens behind this piece (usage metering counts them)
 
 
 @dataclass(slots=True)
@@ -328,7 +329,7 @@ def _split(index: int, delta: Delta, splitter: OutputSplitter) -> Output:
         tail = splitter.finish()
         reasoning += tail.reasoning
         content += tail.content
-    return Output(index, content, reasoning, delta.finish_reason, delta.usage)
+    return Output(index, content, reasoning, delta.finish_reason, delta.usage, len(delta.token_ids))
 
 
 async def _merge(

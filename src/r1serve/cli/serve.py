@@ -51,6 +51,13 @@ def serve(
         float | None, typer.Option(help="Per-request time limit in seconds.")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Single-user local mode without logins; only with a loopback --host.",
+        ),
+    ] = False,
 ) -> None:
     """Serve a model over the OpenAI-compatible API and the chat page.
 
@@ -58,7 +65,9 @@ def serve(
     """
     from r1serve.api.server import run_server
 
-    flags: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
+    flags: dict[str, Any] = {k: v for k, v in locals().items() if v is not None and k != "no_auth"}
+    if no_auth:
+        flags["auth"] = False
     try:
         settings = settings_from(flags)
         run_server(settings, from_flags=flags)

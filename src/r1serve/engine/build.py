@@ -77,6 +77,7 @@ def build_engine(
         max_model_len=settings.max_model_len,
         chat_template_path=settings.chat_template,
         threads=settings.threads,
+        cache_dir=(settings.cache_dir or settings.data_dir / "cache") / "gguf",
     )
     runner, plan, kind = make_runner(loaded, settings)
     on_gpu = loaded.device.type == "cuda"

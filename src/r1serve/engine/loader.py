@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from r1serve.engine.chat_template import ChatFormatter, compile_template
+from r1serve.engine.gguf_cache import cache_entry, load_cached, store
 from r1serve.engine.gguf_tokenizer import build_gguf_tokenizer, read_gguf_metadata
 from r1serve.engine.tokenizer import HFTokenizer, read_tokenizer_dir
 from r1serve.errors import ConfigError, ModelNotFoundError, UnsupportedModelError
@@ -265,8 +266,12 @@ def load_model(
     max_model_len: int | None = None,
     chat_template_path: Path | None = None,
     threads: int | None = None,
+    cache_dir: Path | None = None,
 ) -> LoadedModel:
-    """Load the weights (eval mode), tokenizer, chat template and generation defaults."""
+    """Load the weights (eval mode), tokenizer, chat template and generation defaults.
+
+    ``cache_dir`` keeps a converted copy of GGUF weights so later loads are fast.
+    """
     import torch
 
     started = time.perf_counter()
@@ -296,7 +301,7 @@ def load_model(
     elif template is not None:
         compile_template(template)  # a broken template in the model's files fails at start-up
 
-    model = _load_weights(source, torch_dtype, target, spread=device == "auto")
+    model = _load_weights(source, torch_dtype, target, spread=device == "auto", cache=cache_dir)
     config = model.config
     context_length = _context_length(config, gguf_context, max_model_len, source.name)
     generation = model.generation_config
@@ -387,7 +392,12 @@ def _read_template_file(path: Path) -> str:
 
 
 def _load_weights(
-    source: ModelSource, dtype: torch.dtype, device: torch.device, *, spread: bool = False
+    source: ModelSource,
+    dtype: torch.dtype,
+    device: torch.device,
+    *,
+    spread: bool = False,
+    cache: Path | None = None,
 ) -> PreTrainedModel:
     import torch
     from transformers import AutoModelForCausalLM
@@ -402,16 +412,21 @@ def _load_weights(
         # Straight onto the GPU(s); with several GPUs and --device auto, layers are spread.
         many = spread and torch.cuda.device_count() > 1
         extra["device_map"] = "auto" if many else {"": str(device)}
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(source.path),
-            dtype=dtype,
-            local_files_only=True,
-            trust_remote_code=False,
-            **extra,
-        )
-    except Exception as exc:  # transformers raises many types here; all mean "cannot load"
-        raise UnsupportedModelError(f"cannot load model {source.name}: {exc}") from exc
+    entry = cache_entry(source.file, dtype, cache) if cache and source.gguf_file else None
+    model = load_cached(entry, dtype, extra.get("device_map")) if entry is not None else None
+    if model is None:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(source.path),
+                dtype=dtype,
+                local_files_only=True,
+                trust_remote_code=False,
+                **extra,
+            )
+        except Exception as exc:  # transformers raises many types here; all mean "cannot load"
+            raise UnsupportedModelError(f"cannot load model {source.name}: {exc}") from exc
+        if entry is not None:
+            store(model, entry)
     loaded: PreTrainedModel = (
         model if device.type == "cuda" else model.to(device)  # type: ignore[arg-type]
     )

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from r1serve.api.deps import get_service, get_settings, request_id, unless_disconnected
+from r1serve.api.metering import Admitted
 from r1serve.api.schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -31,7 +32,7 @@ Service = Annotated[CompletionService, Depends(get_service)]
 Config = Annotated[Settings, Depends(get_settings)]
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
+@router.post("/v1/chat/completions", response_model=ChatCompletionResponse, dependencies=[Admitted])
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, service: Service, settings: Config
 ) -> Response:
@@ -54,7 +55,7 @@ async def chat_completions(
     return event_stream(events, send_timeout_s=settings.send_timeout_s)
 
 
-@router.post("/v1/completions", response_model=CompletionResponse)
+@router.post("/v1/completions", response_model=CompletionResponse, dependencies=[Admitted])
 async def completions(
     body: CompletionRequest, request: Request, service: Service, settings: Config
 ) -> Response:

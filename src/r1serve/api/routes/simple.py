@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from r1serve.api.deps import get_service, get_settings, request_id, unless_disconnected
+from r1serve.api.metering import Admitted
 from r1serve.api.schemas import MAX_TOKENS_CAP, ErrorResponse, GenerateRequest, GenerateResponse
 from r1serve.api.service import CompletionService
 from r1serve.api.sse import event_stream, simple_events
@@ -32,7 +33,7 @@ def _params(
     )
 
 
-@router.get("/stream-generate")
+@router.get("/stream-generate", dependencies=[Admitted])
 async def stream_generate(
     request: Request,
     service: Service,
@@ -52,7 +53,7 @@ async def stream_generate(
     return event_stream(simple_events(outputs), send_timeout_s=settings.send_timeout_s)
 
 
-@router.post("/generate", response_model=GenerateResponse)
+@router.post("/generate", response_model=GenerateResponse, dependencies=[Admitted])
 async def generate(body: GenerateRequest, request: Request, service: Service) -> GenerateResponse:
     """The whole reply at once: ``{"response": answer, "reasoning": ...}``."""
     params = _params(service, body.max_length, body.temperature, body.top_p)

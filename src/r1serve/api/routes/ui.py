@@ -17,3 +17,9 @@ router = APIRouter(tags=["ui"], include_in_schema=False)
 async def index() -> FileResponse:
     """The chat page."""
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/docs")
+async def docs() -> FileResponse:
+    """Interactive API documentation (Swagger UI, vendored)."""
+    return FileResponse(STATIC_DIR / "docs.html", headers={"Cache-Control": "no-cache"})

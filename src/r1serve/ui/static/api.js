@@ -1,6 +1,41 @@
-// The server's OpenAI-compatible API, as the page uses it.
+// The server's API as the page uses it: the OpenAI-compatible routes and the account routes.
+//
+// The login cookie is HttpOnly; changes made with it carry the CSRF token the server gave at
+// login (or from /api/auth/me). A 401 from any call tells the listeners (app.js shows login).
 
 import { t } from "./i18n.js";
+
+let csrfToken = null;
+const unauthorizedListeners = new Set();
+
+/** The CSRF token of the current web session (null when logged out or in local mode). */
+export function setCsrfToken(token) {
+  csrfToken = token || null;
+}
+
+/** Call listener() whenever the server answers 401; returns an unsubscribe function. */
+export function onUnauthorized(listener) {
+  unauthorizedListeners.add(listener);
+  return () => unauthorizedListeners.delete(listener);
+}
+
+function changeHeaders(method) {
+  return method !== "GET" && csrfToken ? { "X-CSRF-Token": csrfToken } : {};
+}
+
+/** A JSON call to the server; the parsed reply (null for 204), or an ApiError. */
+export async function apiJson(method, path, body = undefined, { signal } = {}) {
+  const headers = { Accept: "application/json", ...changeHeaders(method) };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method,
+    signal,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (!response.ok) throw await errorFromResponse(response);
+  return response.status === 204 ? null : response.json();
+}
 
 /** An error the server reported (HTTP status + OpenAI error body, or an error event). */
 export class ApiError extends Error {
@@ -30,7 +65,11 @@ export async function* streamChat({ model, messages, signal }) {
   const response = await fetch("/v1/chat/completions", {
     method: "POST",
     signal,
-    headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+    headers: {
+      "Content-Type": "application/json",
+      Accept: "text/event-stream",
+      ...changeHeaders("POST"),
+    },
     body: JSON.stringify({
       model,
       messages,
@@ -87,6 +126,10 @@ export async function* sseData(body) {
 }
 
 async function errorFromResponse(response) {
+  // Not for the login call itself: a wrong password is not a lost session.
+  if (response.status === 401 && !response.url.endsWith("/api/auth/login")) {
+    for (const listener of unauthorizedListeners) listener();
+  }
   let body = null;
   try {
     body = await response.json();

@@ -1,14 +1,32 @@
-// Entry point: language, the language picker, and the view shown in <main>.
+// Entry point: language, the language picker, who is logged in, and the view shown in <main>.
 //
 // Each screen is a view module exporting a factory that returns { element, mount, unmount }.
-// Only the chat exists now; login, keys, usage and admin screens register here later.
+// Logged out, only the login view shows; the account menu in the top bar switches the others.
 
-import { LANGUAGES, initialLanguage, language, setLanguage } from "./i18n.js";
+import { onUnauthorized } from "./api.js";
+import { LANGUAGES, initialLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
+import { currentUser, forgetUser, isAdmin, loadCurrentUser, logOut, onUserChange } from "./session.js";
+import { createAdminUsersView } from "./views/admin-users.js";
 import { createChatView } from "./views/chat.js";
+import { h } from "./views/dom.js";
+import { createKeysView } from "./views/keys.js";
+import { createLoginView } from "./views/login.js";
+import { createUsageView } from "./views/usage.js";
 
 const VIEWS = {
   chat: createChatView,
+  login: createLoginView,
+  keys: createKeysView,
+  usage: createUsageView,
+  users: createAdminUsersView,
 };
+const NAV = [
+  { view: "chat", label: "nav.chat" },
+  { view: "keys", label: "nav.keys" },
+  { view: "usage", label: "nav.usage" },
+  { view: "users", label: "nav.users", adminOnly: true },
+];
+let currentName = null;
 
 let currentView = null;
 
@@ -17,9 +35,40 @@ export function showView(name) {
   const create = VIEWS[name];
   if (!create) throw new Error(`unknown view ${name}`);
   if (currentView) currentView.unmount();
+  currentName = name;
   currentView = create();
   document.getElementById("view").replaceChildren(currentView.element);
   currentView.mount();
+  renderNav();
+}
+
+/** The account menu: views, the user's name, Log out (none in local mode). */
+function renderNav() {
+  const nav = document.getElementById("account-nav");
+  const user = currentUser();
+  nav.hidden = !user;
+  if (!user) {
+    nav.replaceChildren();
+    return;
+  }
+  const links = NAV.filter((item) => !item.adminOnly || isAdmin()).map((item) =>
+    h(
+      "button",
+      {
+        type: "button",
+        class: item.view === currentName ? "nav-link current" : "nav-link",
+        dataset: { view: item.view },
+        "aria-current": item.view === currentName ? "page" : null,
+        onclick: () => showView(item.view),
+      },
+      t(item.label),
+    ),
+  );
+  const logout =
+    user.method === "session"
+      ? h("button", { type: "button", class: "logout", onclick: () => logOut() }, t("nav.logout"))
+      : null;
+  nav.replaceChildren(...links, h("span", { class: "nav-user" }, user.username), logout);
 }
 
 function setUpLanguagePicker() {
@@ -29,11 +78,19 @@ function setUpLanguagePicker() {
   picker.addEventListener("change", () => setLanguage(picker.value));
 }
 
-function main() {
+async function main() {
   // The browser's language is followed until the user picks one, which is then remembered.
   setLanguage(initialLanguage(), { remember: false });
   setUpLanguagePicker();
-  showView("chat");
+  onLanguageChange(renderNav);
+  onUserChange((user) => showView(user ? "chat" : "login"));
+  onUnauthorized(() => forgetUser());
+  try {
+    const user = await loadCurrentUser();
+    if (!user) showView("login"); // a logged-in user got the chat from onUserChange
+  } catch {
+    showView("login");
+  }
 }
 
 main();

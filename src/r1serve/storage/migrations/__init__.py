@@ -1,0 +1,1 @@
+"""Alembic migrations of the r1serve database, run at start-up."""

@@ -1,0 +1,1 @@
+"""One module per migration, named after what it changes."""

@@ -1,0 +1,18 @@
+"""One repository per aggregate; the rest of r1serve reads and writes rows only through these."""
+
+from r1serve.storage.repositories.api_keys import ApiKeyRepository
+from r1serve.storage.repositories.quotas import QuotaRepository, RateCounterRepository
+from r1serve.storage.repositories.sessions import SessionRepository
+from r1serve.storage.repositories.usage import UsageDay, UsageRepository, UsageTotals
+from r1serve.storage.repositories.users import UserRepository
+
+__all__ = [
+    "ApiKeyRepository",
+    "QuotaRepository",
+    "RateCounterRepository",
+    "SessionRepository",
+    "UsageDay",
+    "UsageRepository",
+    "UsageTotals",
+    "UserRepository",
+]

@@ -1,0 +1,32 @@
+"""The docs stay true: every setting documented, both READMEs give the same quick start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from r1serve.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_setting_is_documented() -> None:
+    text = (ROOT / "docs" / "settings.md").read_text()
+    missing = [n for n in Settings.model_fields if f"`R1SERVE_{n.upper()}`" not in text]
+    assert missing == []
+
+
+def test_readmes_quick_start_is_make_run_and_make_test() -> None:
+    for name in ("README.md", "README.zh-CN.md"):
+        text = (ROOT / name).read_text()
+        assert "make run" in text and "make test" in text, name
+        assert text.index("make run") < text.index("make test"), name
+
+
+def test_readmes_cover_the_same_commands() -> None:
+    english = (ROOT / "README.md").read_text()
+    chinese = (ROOT / "README.zh-CN.md").read_text()
+    for command in ("r1serve serve", "r1serve chat", "r1serve models", "r1serve pull",
+                    "r1serve ls", "r1serve rm", "/v1/chat/completions", "/stream-generate",
+                    "/generate", "reasoning_content"):  # fmt: skip
+        assert command in english, command
+        assert command in chinese, command

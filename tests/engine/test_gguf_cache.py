@@ -1,0 +1,39 @@
+"""The converted-GGUF cache gives the same weights and reply, and never blocks a load."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from r1serve.engine.gguf_cache import cache_entry
+from r1serve.engine.loader import load_model, resolve_model_source
+from support.models import TINY_R1_GGUF
+
+
+@pytest.mark.slow
+def test_second_load_comes_from_the_cache_with_equal_weights(tmp_path: Path) -> None:
+    gguf = Path(shutil.copy(TINY_R1_GGUF, tmp_path / "tiny-r1.gguf"))
+    source = resolve_model_source(str(gguf))
+    cache = tmp_path / "cache"
+    first = load_model(source, cache_dir=cache)
+    entry = cache_entry(gguf, first.dtype, cache)
+    assert (entry / "complete").is_file()
+    second = load_model(source, cache_dir=cache)
+    assert second.load_seconds < first.load_seconds
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert second.context_length == first.context_length
+    assert second.eos_token_ids == first.eos_token_ids
+
+
+def test_unwritable_cache_only_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    gguf = Path(shutil.copy(TINY_R1_GGUF, tmp_path / "tiny-r1.gguf"))
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    loaded = load_model(resolve_model_source(str(gguf)), cache_dir=blocker)
+    assert loaded.model is not None
+    assert "could not cache" in caplog.text
