@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -146,7 +147,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-soak", dest="soak", action="store_false")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--cpus", default=None, help="run everything on these cores, e.g. 0,1 (a bigger machine)"
+    )
     args = parser.parse_args()
+    if args.cpus:
+        # Children inherit the affinity: servers, engine loop and client share these cores.
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     args.concurrency = [
         int(c) for c in (args.concurrency or ("1,4" if args.quick else "1,4,16")).split(",")
     ]

@@ -59,6 +59,7 @@ class ServerSpec:
     ready_path: str = "/v1/models"
     startup_timeout_s: float = 300.0
     extra_body: dict[str, object] = field(default_factory=dict)  # sent with every request
+    env: dict[str, str] = field(default_factory=dict)  # on top of child_env()
 
 
 class ServerProcess:
@@ -84,7 +85,7 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=child_env(self._threads),
+                env={**child_env(self._threads), **self.spec.env},
                 cwd=ROOT,
                 start_new_session=True,
             )
@@ -171,13 +172,19 @@ def _install_cleanup() -> None:
 
 
 def r1serve_spec(model: Path, threads: int, *extra: str) -> ServerSpec:
-    """``r1serve serve`` on the model, fp32 on the CPU."""
+    """``r1serve serve`` on the model, fp32 on the CPU.
+
+    ``--no-auth`` (local mode, loopback only) because the servers it is compared with have no
+    accounts; its database goes to a scratch folder, not the user's data directory.
+    """
+    data_dir = ROOT / "bench" / ".cache" / "r1serve-data"
     return ServerSpec(
         "r1serve",
         [sys.executable, "-m", "r1serve", "serve", "--model", str(model), "--port", "{port}",
-         "--dtype", "float32", "--device", "cpu", "--threads", str(threads),
-         "--log-level", "warning", *extra],
+         "--host", "127.0.0.1", "--dtype", "float32", "--device", "cpu",
+         "--threads", str(threads), "--log-level", "warning", "--no-auth", *extra],
         extra_body={"ignore_eos": True},
+        env={"R1SERVE_DATA_DIR": str(data_dir)},
     )  # fmt: skip
 
 
