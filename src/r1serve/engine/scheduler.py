@@ -146,6 +146,7 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self.finish_listeners: list[FinishHook] = []  # called on the scheduler thread
         self.rejected = 0  # submits refused because the queue was full
+        self.prefix_cache_hits = 0  # prompt tokens served from cached prefixes
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._inbox: deque[Sequence_] = deque()
@@ -207,6 +208,7 @@ class Scheduler:
             kv_tokens_used=self._kv_used,
             kv_tokens_total=kv.max_slots * kv.max_seq_len,
             rejected=self.rejected,
+            prefix_cache_hits=self.prefix_cache_hits,
         )
 
     # ---- scheduler thread -------------------------------------------------------------
@@ -281,9 +283,14 @@ class Scheduler:
         for seq in self._running.values():
             if budget <= 0:
                 break
-            remaining = len(seq.prompt) - seq.computed
-            if remaining <= 0 or seq.slot is None:
+            if seq.slot is None or seq.computed >= len(seq.prompt):
                 continue
+            if seq.computed == 0 and seq.next_token is None:
+                cached = self.runner.reuse_prefix(seq.slot, seq.prompt)
+                seq.computed = cached
+                self._kv_used += cached
+                self.prefix_cache_hits += cached
+            remaining = len(seq.prompt) - seq.computed
             n = min(remaining, budget)
             chunks.append(
                 PrefillChunk(seq.slot, seq.computed, seq.prompt[seq.computed : seq.computed + n])
