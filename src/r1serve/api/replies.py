@@ -142,40 +142,56 @@ class Reply:
 
     async def _run(self, on_done: Callable[[Reply], None]) -> None:
         saver = asyncio.create_task(self._save_loop())
-        finish: str | None = None
-        error: R1ServeError | None = None
         self._consuming = True
+        status, finish, message = await self._consume()
+        self._consuming = False
+        close = getattr(self._outputs, "aclose", None)
+        if close is not None:  # after a failure of our own the engine request must end too
+            with contextlib.suppress(Exception):
+                await close()
+        self._finished = True
+        self._kick.set()
+        await self._end(saver, status, finish, message, on_done)
+
+    async def _consume(self) -> tuple[MessageStatus, str | None, str | None]:
+        """Apply the engine's outputs until the reply ends: (status, finish reason, error)."""
+        finish: str | None = None
         try:
             async for output in self._outputs:
                 self._apply(output)
                 finish = output.finish_reason or finish
-            status, message = status_of(finish)
         except asyncio.CancelledError:
             # Stop or shutdown; leaving the stream has aborted the engine request.
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
             if finish is None:
-                status, message, finish = self._stop_status, None, "abort"
-            else:  # the last output had arrived: the reply ended on its own
-                status, message = status_of(finish)
+                return self._stop_status, "abort", None
         except R1ServeError as exc:
-            status, message = "error", exc.message
+            return "error", finish, exc.message
         except Exception:
             log.exception("reply %s failed", self.message_id)
-            status, message = "error", ENGINE_FAILED
-        self._consuming = False
-        self._finished = True
-        self._kick.set()
+            return "error", finish, ENGINE_FAILED
+        status, message = status_of(finish)  # also when Stop came after the last output
+        return status, finish, message
+
+    async def _end(
+        self,
+        saver: asyncio.Task[None],
+        status: MessageStatus,
+        finish: str | None,
+        message: str | None,
+        on_done: Callable[[Reply], None],
+    ) -> None:
+        """Final save, then the last events; subscribers always see an end."""
         try:
             await saver  # no progress save may land after the final one
             self.final = await self._save_final(status, finish, message)
-            if status == "error" and message is not None:
-                error = R1ServeError(message)
-            if self.final is None and status != "error":
+            error = None if message is None else R1ServeError(message)
+            if self.final is None and error is None:
                 error = R1ServeError("the reply could not be saved (was the conversation deleted?)")
             events = final_events(self._length, self.final, error)
-        except Exception:  # subscribers must still see an end
+        except Exception:
             log.exception("ending reply %s failed", self.message_id)
             events = final_events(self._length, None, R1ServeError(ENGINE_FAILED))
         finally:
