@@ -269,3 +269,16 @@ def test_a_start_marks_replies_of_a_dead_server_incomplete(
         "half",
     )
     assert stored["active_reply"] is None
+
+
+def test_deleting_a_conversation_stops_its_reply(start: Start) -> None:
+    server = start()
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        cid = create(http)["id"]
+        with streaming(http, "POST", _message_path(cid), json={"content": "go"}) as events:
+            mid = take(events, 4)[0].json()["assistant_message"]["id"]
+            assert http.delete(f"/api/conversations/{cid}").status_code == 204
+            rest = list(events)
+        assert rest[-1].data == "[DONE]" and final_message(rest)["status"] == "stopped"
+        assert http.get(f"/api/conversations/{cid}").status_code == 404
+    assert wait_for(lambda: server.engine.finished.get(f"conv-{mid}-0") == "abort")
