@@ -81,12 +81,12 @@ function setUpLanguagePicker() {
 
 function setUpThemePicker() {
   const picker = document.getElementById("theme-select");
-  const fill = () => {
+  const fillOptions = () => {
     picker.replaceChildren(...THEMES.map((name) => new Option(t(`theme.${name}`), name)));
     picker.value = theme();
   };
-  fill();
-  onLanguageChange(fill);
+  fillOptions();
+  onLanguageChange(fillOptions);
   picker.addEventListener("change", () => setTheme(picker.value));
 }
 

@@ -113,7 +113,9 @@ export async function* replyEvents(response) {
     if (event === "start" || event === "done") {
       yield { type: event, id, data: parsed };
     } else if (event === "error" || (parsed && parsed.error)) {
-      yield { type: "error", id, data: errorFromBody(parsed, null) };
+      const error = errorFromBody(parsed, null);
+      error.storedMessage = parsed && parsed.message ? parsed.message : null; // the reply as saved
+      yield { type: "error", id, data: error };
     } else {
       yield { type: "chunk", id, data: parsed };
     }

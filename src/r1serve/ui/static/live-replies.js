@@ -18,6 +18,11 @@ export function followedReply(messageId) {
   return followed.get(messageId) ?? null;
 }
 
+/** Drop what was kept of a reply that is no longer generating. */
+export function forgetReply(messageId) {
+  followed.delete(messageId);
+}
+
 /** One generating reply: its AssistantReply (DOM and text) and where reading stopped. */
 export class LiveReply {
   constructor(conversationId, messageId = null) {
@@ -111,7 +116,8 @@ export class LiveReply {
       this.reply.addAnswer(delta.content);
     } else if (type === "done") {
       this.end();
-      this.reply.finishWith(data.message);
+      if (data.message) this.reply.finishWith(data.message);
+      else this.reply.finish({ outcome: "done" });
       this.hooks.onDone?.(data.message);
     } else if (type === "error") {
       this.end();

@@ -16,7 +16,7 @@ import {
   updateConversation,
 } from "../conversations.js";
 import { applyTranslations, onLanguageChange, t } from "../i18n.js";
-import { LiveReply, followedReply } from "../live-replies.js";
+import { LiveReply, followedReply, forgetReply } from "../live-replies.js";
 import { SettingsPanel } from "./settings-panel.js";
 import { ConversationList } from "./sidebar.js";
 import { Thread } from "./thread.js";
@@ -78,7 +78,7 @@ class ChatController {
       importFile: find(".import-file"),
     };
     this.conversation = null; // the open one without its messages; null: a new chat
-    this.draft = { system_prompt: null, settings: {} };
+    this.draft = { system_prompt: "", settings: {} };
     this.live = null; // the reply streaming in the open conversation
     this.sending = false;
     this.openSeq = 0;
@@ -188,7 +188,7 @@ class ChatController {
     this.leave();
     this.openSeq += 1;
     this.conversation = null;
-    this.draft = { system_prompt: null, settings: {} };
+    this.draft = { system_prompt: "", settings: {} };
     this.panel.load(this.draft);
     this.thread.show([]);
     this.setAddress(null);
@@ -235,6 +235,7 @@ class ChatController {
         generating = followedReply(message.id) ?? new LiveReply(fields.id, message.id);
         entries.push(this.thread.liveReplyEntry(generating, message));
       } else if (message.role === "assistant") {
+        forgetReply(message.id); // it ended while the page was away
         entries.push(this.thread.storedReplyEntry(message));
       }
     }
@@ -244,6 +245,7 @@ class ChatController {
     this.setStatus("");
     this.element.dataset.conversation = fields.id;
     this.sidebar.select(fields.id);
+    this.sidebar.setGenerating(fields.id, generating !== null);
     if (generating) this.follow(generating, () => generating.reattach());
   }
 
@@ -348,7 +350,8 @@ class ChatController {
       onError: (error) => {
         this.setStatus(t("status.error", { message: error.message }), true);
         const entry = this.entryOf(live);
-        if (entry?.message) this.onReplyEnd(live, { ...entry.message, status: "error" });
+        const stored = error.storedMessage ?? (entry?.message && { ...entry.message, status: "error" });
+        this.onReplyEnd(live, stored);
       },
     };
     this.setBusy(true);
@@ -396,7 +399,7 @@ class ChatController {
 
   onReplyEnd(live, message) {
     const entry = this.entryOf(live);
-    if (entry) {
+    if (entry && message) {
       entry.message = message;
       this.thread.decorate(entry);
     }
@@ -448,7 +451,9 @@ class ChatController {
       this.draft = values;
       return t("settings.savedDraft");
     }
-    const updated = await updateConversation(this.conversation.id, values);
+    // Settings are replaced whole: keep those the panel does not show (ignore_eos, say).
+    const settings = { ...this.conversation.settings, ...values.settings };
+    const updated = await updateConversation(this.conversation.id, { ...values, settings });
     this.conversation = { ...this.conversation, ...updated };
     return t("settings.saved");
   }

@@ -1,6 +1,7 @@
 // The per-conversation panel: system prompt and sampling settings.
 //
-// Empty fields are sent as null, so the server's defaults apply. The browser checks ranges
+// Empty sampling fields are sent as null, so the server's defaults apply; an empty system
+// prompt is sent as "" (no system prompt). The browser checks ranges
 // (min/max on the inputs) before saving; the server checks them again and says what is wrong.
 
 import { t } from "../i18n.js";
@@ -85,7 +86,7 @@ export class SettingsPanel {
       settings[name] = raw === "" ? null : integer ? Number.parseInt(raw, 10) : Number(raw);
     }
     const prompt = this.systemPrompt.value;
-    return { system_prompt: prompt.trim() ? prompt : null, settings };
+    return { system_prompt: prompt.trim() ? prompt : "", settings };
   }
 
   async save() {
