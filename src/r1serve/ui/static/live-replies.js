@@ -36,7 +36,10 @@ export class LiveReply {
     this.startData = null;
     // What the open view wants to hear: onStart(data), onDone(message), onError(error).
     this.hooks = {};
-    if (messageId) followed.set(messageId, this);
+    if (messageId) {
+      followed.set(messageId, this);
+      this.reply.liveTiming = false; // followed from the middle: no rate from a replay
+    }
   }
 
   /** Whether a stream is being read right now. */

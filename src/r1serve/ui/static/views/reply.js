@@ -28,6 +28,8 @@ export class AssistantReply {
     this.lastTokenAt = null;
     this.outcome = null;
     this.storedThinkingSeconds = null;
+    // False for a reply first seen mid-way (a reload): its replayed start says nothing of speed.
+    this.liveTiming = true;
 
     this.element = document.createElement("article");
     this.element.className = "message assistant";
@@ -167,7 +169,7 @@ export class AssistantReply {
     const completion = usage.completion_tokens ?? 0;
     // Decode speed: tokens after the first over the time between first and last token.
     const seconds = (this.lastTokenAt - this.firstTokenAt) / 1000;
-    if (this.firstTokenAt !== null && completion > 1 && seconds > 0) {
+    if (this.liveTiming && this.firstTokenAt !== null && completion > 1 && seconds > 0) {
       const rate = ((completion - 1) / seconds).toFixed(1);
       return t("chat.usage", { prompt, completion, rate });
     }
