@@ -220,7 +220,8 @@ class ChatController {
     if (seq === this.openSeq) this.show(conversation);
   }
 
-  show(conversation) {
+  /** Show a conversation from the server; keepStatus leaves the status line as it is. */
+  show(conversation, { keepStatus = false } = {}) {
     const { messages = [], ...fields } = conversation;
     this.conversation = fields;
     this.selectModel(fields.model);
@@ -242,7 +243,7 @@ class ChatController {
     this.thread.show(entries);
     this.stickToBottom = true;
     this.followBottom();
-    this.setStatus("");
+    if (!keepStatus) this.setStatus("");
     this.element.dataset.conversation = fields.id;
     this.sidebar.select(fields.id);
     this.sidebar.setGenerating(fields.id, generating !== null);
@@ -254,7 +255,7 @@ class ChatController {
     const seq = this.openSeq;
     try {
       const conversation = await getConversation(this.conversation.id);
-      if (seq === this.openSeq && !this.live) this.show(conversation);
+      if (seq === this.openSeq && !this.live) this.show(conversation, { keepStatus: true });
     } catch (error) {
       if (seq === this.openSeq) this.setStatus(t("status.error", { message: error.message }), true);
     }
@@ -499,8 +500,8 @@ class ChatController {
     try {
       const ids = await importFile(file);
       await this.sidebar.reload();
-      this.setStatus(t("history.imported", { count: ids.length }));
       if (ids.length) await this.open(ids[0]);
+      this.setStatus(t("history.imported", { count: ids.length }));
     } catch (error) {
       this.setStatus(t("status.error", { message: error.message }), true);
     }

@@ -146,28 +146,29 @@ export class Thread {
       "aria-label": t("chat.edit"),
     });
     input.value = entry.message.content;
-    const form = h(
-      "form",
+    const send = () => {
+      const content = input.value;
+      if (content.trim() && this.actions.canChange()) this.actions.edit(entry, content);
+    };
+    // A plain box, not a <form>: nothing in the conversation area is ever a form.
+    const box = h(
+      "div",
       { class: "edit-form" },
       input,
       h(
         "div",
         { class: "edit-buttons" },
-        h("button", { type: "button", class: "edit-cancel" }, t("chat.cancel")),
-        h("button", { type: "submit", class: "edit-send" }, t("chat.editSend")),
+        h("button", { type: "button", class: "edit-cancel", onclick: () => this.fillUser(entry) },
+          t("chat.cancel")),
+        h("button", { type: "button", class: "edit-send", onclick: send }, t("chat.editSend")),
       ),
     );
-    form.querySelector(".edit-cancel").addEventListener("click", () => this.fillUser(entry));
-    form.addEventListener("submit", (event) => {
-      event.preventDefault();
-      const content = input.value;
-      if (!content.trim() || !this.actions.canChange()) return;
-      this.actions.edit(entry, content);
-    });
     input.addEventListener("keydown", (event) => {
       if (event.key === "Escape") this.fillUser(entry);
+      // Enter makes a new line here; Ctrl+Enter (or Cmd+Enter) sends.
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !event.isComposing) send();
     });
-    entry.element.replaceChildren(form);
+    entry.element.replaceChildren(box);
     input.focus();
   }
 
