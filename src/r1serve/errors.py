@@ -8,6 +8,7 @@ the message on one line and exits non-zero.
     ├── RequestError                  (400, "invalid_request_error")  bad input from a client
     │   ├── ContextLengthError        (400, code "context_length_exceeded")
     │   ├── NotFoundError             (404, "not_found_error")  unknown model, route, object
+    │   ├── ConflictError             (409, "invalid_request_error")  clashes with current state
     │   ├── PayloadTooLargeError      (413, "invalid_request_error")
     │   └── UnprocessableError        (422, "invalid_request_error")  schema validation failed
     ├── AuthenticationError           (401, "authentication_error")
@@ -65,6 +66,12 @@ class ContextLengthError(RequestError):
 class NotFoundError(RequestError):
     status_code = 404
     error_type = "not_found_error"
+
+
+class ConflictError(RequestError):
+    """The request clashes with the current state, e.g. a reply is already being generated."""
+
+    status_code = 409
 
 
 class PayloadTooLargeError(RequestError):

@@ -16,7 +16,16 @@ from r1serve.storage import Database, database_url, head_revision
 from r1serve.storage.database import alembic_config
 from r1serve.storage.models import Base
 
-TABLES = {"users", "auth_sessions", "api_keys", "quotas", "rate_counters", "usage_records"}
+TABLES = {
+    "users",
+    "auth_sessions",
+    "api_keys",
+    "quotas",
+    "rate_counters",
+    "usage_records",
+    "conversations",
+    "messages",
+}
 
 
 def test_default_is_a_sqlite_file_in_the_data_dir_created_on_first_open(tmp_path: Path) -> None:
@@ -49,7 +58,7 @@ def test_unsupported_database_url_is_a_config_error(url: str, tmp_path: Path) ->
 
 
 def test_migrations_create_every_table_and_reach_head(database: Database) -> None:
-    assert database.current_revision() == head_revision() == "0001_accounts"
+    assert database.current_revision() == head_revision() == "0002_conversations"
     assert set(inspect(database.engine).get_table_names()) >= TABLES
 
 

@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from r1serve import __version__
 from r1serve.api.deps import ClientGone
 from r1serve.api.errors import install_error_handlers
+from r1serve.api.history import HistoryService
 from r1serve.api.metering import MeteredCompletionService
 from r1serve.api.metrics import ServerMetrics
 from r1serve.api.middleware import (
@@ -20,7 +21,18 @@ from r1serve.api.middleware import (
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
-from r1serve.api.routes import auth, health, keys, metrics, openai, simple, ui, usage, users
+from r1serve.api.routes import (
+    auth,
+    conversations,
+    health,
+    keys,
+    metrics,
+    openai,
+    simple,
+    ui,
+    usage,
+    users,
+)
 from r1serve.api.security import (
     AuthMiddleware,
     HostAllowListMiddleware,
@@ -46,12 +58,18 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
         app.state.accounts = open_accounts(settings) if own else accounts
         app.state.accounts.usage.start()
         await engine.start()
+        history = HistoryService.over(app.state.accounts.database, app.state.service)
+        app.state.history = history
         try:
+            await history.start()
             yield
         finally:
-            await engine.close()
-            if own:
-                close_accounts(app.state.accounts)
+            try:
+                await history.close()  # running replies are saved as incomplete
+            finally:
+                await engine.close()
+                if own:
+                    close_accounts(app.state.accounts)
 
     app = FastAPI(
         title="r1serve",
@@ -78,7 +96,7 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
         return Response(status_code=499)
 
     app.state.metrics = ServerMetrics(engine)
-    for module in (openai, simple, health, metrics, ui, auth, keys, users, usage):
+    for module in (openai, simple, health, metrics, ui, auth, keys, users, usage, conversations):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static")
 

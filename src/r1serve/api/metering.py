@@ -42,7 +42,9 @@ async def admit_generation(request: Request, caller: Caller, accounts: Accounts)
     service: CompletionService = request.app.state.service
     caller.require_model(service.engine.model_name)
     await anyio.to_thread.run_sync(accounts.quotas.admit, caller)
-    _metered.set(MeteredRequest(caller, request.url.path, time.monotonic()))
+    # The route's template, so usage groups by endpoint rather than by conversation id.
+    endpoint = getattr(request.scope.get("route"), "path", None) or request.url.path
+    _metered.set(MeteredRequest(caller, endpoint, time.monotonic()))
 
 
 Admitted = Depends(admit_generation)

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_FILE_NAME = "r1serve.db"
 _BEGIN_OPTION = "r1serve_sqlite_begin"
+CASEFOLD_FUNCTION = "r1_casefold"
 
 
 def database_url(settings: Settings) -> URL:
@@ -144,6 +145,8 @@ def _sqlite_engine(url: URL, busy_timeout_s: float) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+        # SQLite's lower() folds ASCII only; searches fold case for every script.
+        dbapi_connection.create_function(CASEFOLD_FUNCTION, 1, _casefold, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -151,3 +154,7 @@ def _sqlite_engine(url: URL, busy_timeout_s: float) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def _casefold(value: object) -> object:
+    return value.casefold() if isinstance(value, str) else value

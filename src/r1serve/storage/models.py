@@ -15,16 +15,21 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
+    Text,
     TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ROLES = ("admin", "user")
+MESSAGE_ROLES = ("user", "assistant")
+# generating: a reply is being written; the others are final.
+MESSAGE_STATUSES = ("complete", "generating", "stopped", "incomplete", "error")
 
 # Constraint names are fixed so that migrations can refer to them on every database.
 NAMING_CONVENTION = {
@@ -163,3 +168,62 @@ class UsageRecord(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer)
     latency_ms: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(32))
+
+
+class Conversation(Base):
+    """One user's chat: settings, and the leaf of the branch the user looks at."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        # Listing newest first, per user, with (updated_at, id) as the paging cursor.
+        Index("ix_conversations_user_updated", "user_id", "updated_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(200), default="")
+    system_prompt: Mapped[str] = mapped_column(Text, default="")
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Sampling settings the replies use; keys as in the conversation API.
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # No foreign key: the leaf is chosen by the application and checked there.
+    current_leaf_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Message(Base):
+    """One node of a conversation's tree; edits and regenerations add siblings."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        CheckConstraint("role IN ('user', 'assistant')", name="role"),
+        CheckConstraint(
+            "status IN ('complete', 'generating', 'stopped', 'incomplete', 'error')",
+            name="status",
+        ),
+        Index("ix_messages_conversation_created", "conversation_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text, default="")
+    reasoning: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="complete", index=True)
+    finish_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reasoning_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    dropped_turns: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # While generating: which server process writes the reply, and when it last saved.
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set by a Stop that reached another replica; the writer sees it at its next save.
+    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,0 +1,317 @@
+"""``HistoryService``: what the conversation routes do, over the store and the reply manager.
+
+Blocking store calls run in worker threads; replies run as background tasks (``ReplyManager``)
+whose events any number of streams can follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Literal
+
+import anyio
+from sse_starlette import ServerSentEvent
+
+from r1serve.api.conversation_schemas import (
+    ConversationCreate,
+    ConversationPatch,
+    MessageEdit,
+    MessagePost,
+)
+from r1serve.api.replies import ReplyManager
+from r1serve.api.reply_events import (
+    ChunkFormat,
+    ReplyEvent,
+    chunk_format,
+    final_events,
+    parse_last_event_id,
+    sse,
+    start_event,
+    stored_events,
+)
+from r1serve.api.schemas import SamplingFields
+from r1serve.api.service import CompletionService
+from r1serve.auth import Principal
+from r1serve.conversations import (
+    ConversationChanges,
+    ConversationDetail,
+    ConversationDraft,
+    ConversationRecord,
+    ConversationStore,
+    ConversationTransfer,
+    MessageRecord,
+    ReplyContext,
+    ReplyPlan,
+    ReplyResult,
+    ReplySettings,
+    ReplyStart,
+    build_history_prompt,
+    decode_cursor,
+    encode_cursor,
+    new_id,
+)
+from r1serve.conversations.transfer import export_json, export_markdown
+from r1serve.engine.protocol import SamplingParams
+from r1serve.errors import R1ServeError, RequestError
+from r1serve.storage import Database
+
+ExportFormat = Literal["json", "markdown"]
+Events = AsyncIterator[ServerSentEvent]
+STOP_WAIT_S = 15.0  # how long a Stop waits for another server to end its reply
+
+
+class HistoryService:
+    """Conversations of the calling user: CRUD, replies, reattaching, export and import."""
+
+    def __init__(
+        self,
+        store: ConversationStore,
+        transfer: ConversationTransfer,
+        replies: ReplyManager,
+        completions: CompletionService,
+        *,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.transfer = transfer
+        self.replies = replies
+        self.completions = completions
+        self.poll_s = poll_s
+
+    @classmethod
+    def over(cls, database: Database, completions: CompletionService) -> HistoryService:
+        """The service over a database, with the default reply manager."""
+        store = ConversationStore(database)
+        return cls(store, ConversationTransfer(database), ReplyManager(store), completions)
+
+    async def start(self) -> None:
+        """Mark replies a dead server left as incomplete; start sweeping."""
+        await self.replies.start()
+
+    async def close(self) -> None:
+        """Stop running replies (saved as incomplete)."""
+        await self.replies.close()
+
+    # ---- conversations (blocking: sync routes) ------------------------------------------
+
+    def create(self, caller: Principal, body: ConversationCreate) -> ConversationRecord:
+        """A new conversation of the caller."""
+        draft = ConversationDraft(
+            title=body.title,
+            system_prompt=body.system_prompt,
+            model=self.completions.check_model(body.model),
+            settings=body.settings.stored(),
+        )
+        return self.store.create(caller.user_id, draft)
+
+    def page(
+        self, caller: Principal, *, limit: int, before: str | None, query: str | None
+    ) -> tuple[list[ConversationRecord], str | None]:
+        """A page of the caller's conversations and the token of the next one."""
+        cursor = None if before is None else decode_cursor(before)
+        text = (query or "").strip() or None
+        records, following = self.store.page(caller.user_id, limit=limit, before=cursor, text=text)
+        return records, None if following is None else encode_cursor(following)
+
+    def detail(self, caller: Principal, conversation_id: str) -> ConversationDetail:
+        """A conversation with its current branch."""
+        return self.store.detail(caller.user_id, conversation_id)
+
+    def update(
+        self, caller: Principal, conversation_id: str, body: ConversationPatch
+    ) -> ConversationRecord:
+        """Rename, change the system prompt or settings, or switch branches."""
+        fields = body.model_fields_set
+        changes: ConversationChanges = {}
+        if "title" in fields:
+            changes["title"] = body.title or ""
+        if "system_prompt" in fields:
+            changes["system_prompt"] = body.system_prompt or ""
+        if "model" in fields:
+            changes["model"] = body.model and self.completions.check_model(body.model)
+        if "settings" in fields:
+            changes["settings"] = body.settings.stored() if body.settings else {}
+        if "current_leaf_id" in fields:
+            changes["current_leaf_id"] = body.current_leaf_id
+        return self.store.update(caller.user_id, conversation_id, changes)
+
+    async def delete(self, caller: Principal, conversation_id: str) -> None:
+        """Delete a conversation; a reply this server writes for it is stopped first."""
+        await anyio.to_thread.run_sync(self.store.get, caller.user_id, conversation_id)
+        reply = self.replies.in_conversation(conversation_id)
+        if reply is not None:
+            await reply.stop("stopped")
+        await anyio.to_thread.run_sync(self.store.delete, caller.user_id, conversation_id)
+
+    def export(
+        self, caller: Principal, conversation_id: str | None, fmt: ExportFormat
+    ) -> tuple[str, str, str]:
+        """(body, media type, file name) of an export of one conversation or all."""
+        export = self.transfer.export(caller.user_id, conversation_id)
+        name = f"conversation-{conversation_id}" if conversation_id else "conversations"
+        if fmt == "markdown":
+            return export_markdown(export), "text/markdown; charset=utf-8", f"{name}.md"
+        return export_json(export), "application/json", f"{name}.json"
+
+    def import_json(self, caller: Principal, data: bytes) -> list[str]:
+        """Add the conversations of a JSON export; their new ids."""
+        return self.transfer.import_json(caller.user_id, data)
+
+    # ---- replies ------------------------------------------------------------------------
+
+    async def post_message(
+        self, caller: Principal, conversation_id: str, body: MessagePost
+    ) -> Events:
+        """Store a user message and stream its reply."""
+        context = await anyio.to_thread.run_sync(
+            lambda: self.store.context_for_message(
+                caller.user_id,
+                conversation_id,
+                body.parent_id,
+                default_parent="parent_id" not in body.model_fields_set,
+            )
+        )
+        return await self._reply(caller, context, body.content, new_question=True)
+
+    async def regenerate(self, caller: Principal, conversation_id: str, message_id: str) -> Events:
+        """A new reply beside assistant message ``message_id``."""
+        context = await anyio.to_thread.run_sync(
+            self.store.context_for_regenerate, caller.user_id, conversation_id, message_id
+        )
+        assert context.reply_to is not None
+        return await self._reply(caller, context, context.reply_to.content, new_question=False)
+
+    async def edit(
+        self, caller: Principal, conversation_id: str, message_id: str, body: MessageEdit
+    ) -> Events:
+        """A new version of user message ``message_id`` beside it, and its reply."""
+        context = await anyio.to_thread.run_sync(
+            self.store.context_for_edit, caller.user_id, conversation_id, message_id
+        )
+        return await self._reply(caller, context, body.content, new_question=True)
+
+    async def _reply(
+        self, caller: Principal, context: ReplyContext, question: str, *, new_question: bool
+    ) -> Events:
+        conversation = context.conversation
+        settings = ReplySettings.model_validate(dict(conversation.settings), strict=False)
+        engine = self.completions.engine
+        built = await anyio.to_thread.run_sync(
+            lambda: build_history_prompt(
+                engine,
+                system_prompt=conversation.system_prompt,
+                history=context.history,
+                question=question,
+                max_tokens=settings.max_tokens,
+            )
+        )
+        params = self._sampling(settings, built.max_tokens)
+        plan = ReplyPlan(
+            assistant_message_id=new_id(),
+            model=engine.model_name,
+            prompt_tokens=len(built.prompt.token_ids),
+            dropped_turns=built.dropped_turns,
+            worker=self.replies.worker,
+            parent_id=context.parent_id,
+            user_message_id=new_id() if new_question else None,
+            user_content=question if new_question else None,
+            reply_to=None if new_question or context.reply_to is None else context.reply_to.id,
+        )
+        started = await anyio.to_thread.run_sync(
+            self.store.begin_reply, caller.user_id, conversation.id, plan
+        )
+        fmt = chunk_format(started.assistant_message, engine.model_name)
+        try:
+            # In the request's context: quotas were checked and usage is recorded here.
+            outputs = self.completions.start(
+                f"conv-{plan.assistant_message_id}", [built.prompt], params
+            )
+        except R1ServeError as exc:
+            return await self._not_started(started, exc, fmt)
+        reply = self.replies.launch(started, outputs)
+        return sse(reply.subscribe(), None, fmt)
+
+    def _sampling(self, settings: ReplySettings, max_tokens: int) -> SamplingParams:
+        fields = SamplingFields(
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            top_k=settings.top_k,
+            min_p=settings.min_p,
+            repetition_penalty=settings.repetition_penalty,
+            seed=settings.seed,
+            max_tokens=max_tokens,
+            ignore_eos=bool(settings.ignore_eos),
+        )
+        return self.completions.sampling(fields)
+
+    async def _not_started(
+        self, started: ReplyStart, error: R1ServeError, fmt: ChunkFormat
+    ) -> Events:
+        """The engine refused the reply (e.g. overloaded): it is stored as failed."""
+        result = ReplyResult("", "", 0, "error", None, error.message, None)
+        message = await anyio.to_thread.run_sync(
+            self.store.finish_reply, started.assistant_message.id, result
+        )
+        events = [
+            start_event(
+                started.conversation.id,
+                started.user_message,
+                started.assistant_message,
+                started.assistant_message.dropped_turns,
+            ),
+            *final_events(0, message, error),
+        ]
+        return sse(_iterate(events), None, fmt)
+
+    async def stream(
+        self, caller: Principal, conversation_id: str, message_id: str, last_event_id: str | None
+    ) -> Events:
+        """A reply's events after ``last_event_id``: live if running here, else from storage."""
+        after = parse_last_event_id(last_event_id)
+        message = await self._message(caller, conversation_id, message_id)
+        if message.role != "assistant" or message.parent_id is None:
+            raise RequestError("only replies (assistant messages) have a stream")
+        fmt = chunk_format(message, self.completions.engine.model_name)
+        reply = self.replies.get(message_id)
+        if reply is not None and reply.conversation_id == conversation_id:
+            return sse(reply.subscribe(), after, fmt)
+        question = await self._message(caller, conversation_id, message.parent_id)
+
+        async def reload() -> MessageRecord:
+            return await self._message(caller, conversation_id, message_id)
+
+        events = stored_events(conversation_id, question, message, reload, self.poll_s)
+        return sse(events, after, fmt)
+
+    async def stop(self, caller: Principal, conversation_id: str, message_id: str) -> MessageRecord:
+        """Stop a reply and return it as saved; a finished one is returned as it is."""
+        message = await self._message(caller, conversation_id, message_id)
+        reply = self.replies.get(message_id)
+        if reply is not None and reply.conversation_id == conversation_id:
+            return await reply.stop("stopped") or message
+        if message.status != "generating":
+            return message
+        # Another server (or this one, a moment before the reply was registered) writes it:
+        # it sees the request at its next save.
+        await anyio.to_thread.run_sync(
+            self.store.request_stop, caller.user_id, conversation_id, message_id
+        )
+        deadline = time.monotonic() + STOP_WAIT_S
+        while message.status == "generating" and time.monotonic() < deadline:
+            await asyncio.sleep(self.poll_s)
+            message = await self._message(caller, conversation_id, message_id)
+        return message
+
+    async def _message(
+        self, caller: Principal, conversation_id: str, message_id: str
+    ) -> MessageRecord:
+        return await anyio.to_thread.run_sync(
+            self.store.message, caller.user_id, conversation_id, message_id
+        )
+
+
+async def _iterate(events: Iterable[ReplyEvent]) -> AsyncIterator[ReplyEvent]:
+    for event in events:
+        yield event

@@ -1,0 +1,348 @@
+"""Conversation replies that outlive their HTTP connection.
+
+Each reply runs as its own asyncio task: it consumes the engine's outputs, keeps its events in
+memory for any number of subscribers (who may come and go), and saves the reply in batches
+(every ``flush_interval_s`` or ``flush_tokens`` tokens, plus a heartbeat while it waits). Only
+Stop, the deadline, max_tokens, an engine error or the server's shutdown end it; a subscriber
+going away never does. After the final save the reply leaves memory and its replays come from
+the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+
+from r1serve.api.reply_events import ReplyEvent, final_events, start_event
+from r1serve.api.service import Output
+from r1serve.conversations import (
+    ConversationStore,
+    MessageRecord,
+    MessageStatus,
+    ReplyProgress,
+    ReplyResult,
+    ReplyStart,
+    current_worker,
+    worker_is_gone,
+)
+from r1serve.conversations.records import storable
+from r1serve.errors import R1ServeError
+
+log = logging.getLogger("r1serve.api")
+
+ENGINE_FAILED = "the model failed while generating; see the server log"
+FINAL_SAVE_ATTEMPTS = 5
+
+
+def status_of(finish_reason: str | None) -> tuple[MessageStatus, str | None]:
+    """A reply's status (and error) from how the engine ended it."""
+    if finish_reason in ("stop", "length"):
+        return "complete", None
+    if finish_reason == "error":
+        return "error", ENGINE_FAILED
+    return "incomplete", None  # timeout, an abort we did not ask for, or no finish at all
+
+
+class Reply:
+    """One reply being generated, its events, and its batched saving."""
+
+    def __init__(
+        self,
+        started: ReplyStart,
+        outputs: AsyncIterator[Output],
+        store: ConversationStore,
+        *,
+        flush_interval_s: float,
+        flush_tokens: int,
+        heartbeat_s: float,
+    ) -> None:
+        self.message_id = started.assistant_message.id
+        self.conversation_id = started.conversation.id
+        self.final: MessageRecord | None = None
+        self.events: list[ReplyEvent] = [
+            start_event(
+                self.conversation_id,
+                started.user_message,
+                started.assistant_message,
+                started.assistant_message.dropped_turns,
+            )
+        ]
+        self._outputs = outputs
+        self._store = store
+        self._flush_interval_s = flush_interval_s
+        self._flush_tokens = flush_tokens
+        self._heartbeat_s = heartbeat_s
+        self._reasoning: list[str] = []
+        self._content: list[str] = []
+        self._length = 0
+        self._tokens = 0
+        self._unsaved_tokens = 0
+        self._dirty = False
+        self._started = time.monotonic()
+        self._reasoning_s: float | None = None
+        self._closed = False
+        self._consuming = False
+        self._finished = False
+        self._stop_status: MessageStatus = "incomplete"
+        self._wakeup = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, on_done: Callable[[Reply], None]) -> None:
+        """Run the reply as a background task."""
+        self._task = asyncio.create_task(self._run(on_done), name=f"reply-{self.message_id}")
+
+    # ---- subscribers --------------------------------------------------------------------
+
+    async def subscribe(self) -> AsyncIterator[ReplyEvent]:
+        """Every event from the start, then live ones until the end; leaving changes nothing."""
+        index = 0
+        while True:
+            while index < len(self.events):
+                index += 1
+                yield self.events[index - 1]
+            if self._closed:
+                return
+            await self._wakeup.wait()
+
+    def _publish(self, event: ReplyEvent) -> None:
+        self.events.append(event)
+        self._wakeup.set()
+        self._wakeup = asyncio.Event()
+
+    # ---- stopping -----------------------------------------------------------------------
+
+    def request_stop(self, status: MessageStatus = "stopped") -> None:
+        """End the reply soon: its engine request is aborted and it is saved as ``status``."""
+        if self._consuming and self._task is not None and not self._task.done():
+            self._consuming = False
+            self._stop_status = status
+            self._task.cancel()
+
+    async def stop(self, status: MessageStatus = "stopped") -> MessageRecord | None:
+        """End the reply and wait for its final save; the saved message."""
+        self.request_stop(status)
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        return self.final
+
+    async def wait(self) -> MessageRecord | None:
+        """Wait until the reply has ended and been saved."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        return self.final
+
+    # ---- the task -----------------------------------------------------------------------
+
+    async def _run(self, on_done: Callable[[Reply], None]) -> None:
+        saver = asyncio.create_task(self._save_loop())
+        finish: str | None = None
+        error: R1ServeError | None = None
+        self._consuming = True
+        try:
+            async for output in self._outputs:
+                self._apply(output)
+                finish = output.finish_reason or finish
+            status, message = status_of(finish)
+        except asyncio.CancelledError:
+            # Stop or shutdown; leaving the stream has aborted the engine request.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            if finish is None:
+                status, message, finish = self._stop_status, None, "abort"
+            else:  # the last output had arrived: the reply ended on its own
+                status, message = status_of(finish)
+        except R1ServeError as exc:
+            status, message = "error", exc.message
+        except Exception:
+            log.exception("reply %s failed", self.message_id)
+            status, message = "error", ENGINE_FAILED
+        self._consuming = False
+        self._finished = True
+        self._kick.set()
+        await saver
+        self.final = await self._save_final(status, finish, message)
+        if status == "error" and message is not None:
+            error = R1ServeError(message)
+        if self.final is None and status != "error":
+            error = R1ServeError("the conversation was deleted while the reply was written")
+        for event in final_events(self._length, self.final, error):
+            self._publish(event)
+        self._closed = True
+        on_done(self)
+
+    def _apply(self, output: Output) -> None:
+        reasoning, content = storable(output.reasoning), storable(output.content)
+        self._tokens += output.tokens
+        self._unsaved_tokens += output.tokens
+        if not self._dirty:  # the saver waits for a heartbeat: let it wait for the interval
+            self._dirty = True
+            self._kick.set()
+        if reasoning:
+            self._reasoning.append(reasoning)
+        if content and self._reasoning and self._reasoning_s is None:
+            self._reasoning_s = time.monotonic() - self._started
+        if content:
+            self._content.append(content)
+        if reasoning or content:
+            self._length += len(reasoning) + len(content)
+            self._publish(ReplyEvent(self._length, "chunk", reasoning=reasoning, content=content))
+        if self._unsaved_tokens >= self._flush_tokens:
+            self._kick.set()
+
+    def _progress(self) -> ReplyProgress:
+        self._unsaved_tokens = 0
+        self._dirty = False
+        return ReplyProgress("".join(self._content), "".join(self._reasoning), self._tokens)
+
+    async def _save_loop(self) -> None:
+        """Save while generating: a batch of tokens, a flush interval, or a heartbeat."""
+        last = time.monotonic()
+        while not self._finished:
+            since = time.monotonic() - last
+            wait = (self._flush_interval_s if self._dirty else self._heartbeat_s) - since
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout=max(0.0, wait))
+            self._kick.clear()
+            if self._finished:
+                return
+            since = time.monotonic() - last
+            batch_due = self._unsaved_tokens >= self._flush_tokens
+            interval_due = self._dirty and since >= self._flush_interval_s
+            if not (batch_due or interval_due or since >= self._heartbeat_s):
+                continue
+            stop_requested = await self._save_progress(self._progress())
+            last = time.monotonic()
+            if stop_requested is None:  # deleted, or declared gone by another server
+                self.request_stop("incomplete")
+            elif stop_requested:  # a Stop that reached another replica
+                self.request_stop("stopped")
+
+    async def _save_progress(self, progress: ReplyProgress) -> bool | None:
+        try:
+            return await anyio.to_thread.run_sync(
+                self._store.save_progress, self.message_id, progress
+            )
+        except Exception as exc:  # the next save writes everything again
+            log.warning("saving reply %s failed: %s", self.message_id, exc)
+            return False
+
+    async def _save_final(
+        self, status: MessageStatus, finish: str | None, error: str | None
+    ) -> MessageRecord | None:
+        reasoning_s = self._reasoning_s
+        if reasoning_s is None and self._reasoning:
+            reasoning_s = time.monotonic() - self._started
+        result = ReplyResult(
+            content="".join(self._content),
+            reasoning="".join(self._reasoning),
+            completion_tokens=self._tokens,
+            status=status,
+            finish_reason=finish,
+            error=error,
+            reasoning_seconds=None if reasoning_s is None else round(reasoning_s, 3),
+        )
+        for attempt in range(FINAL_SAVE_ATTEMPTS):
+            try:
+                return await anyio.to_thread.run_sync(
+                    self._store.finish_reply, self.message_id, result
+                )
+            except Exception as exc:
+                log.warning("final save of reply %s failed: %s", self.message_id, exc)
+                await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+        log.error("reply %s could not be saved; it will be marked incomplete", self.message_id)
+        return None
+
+
+class ReplyManager:
+    """The replies this server is generating, and the sweep for replies whose writer died."""
+
+    def __init__(
+        self,
+        store: ConversationStore,
+        *,
+        flush_interval_s: float = 0.5,
+        flush_tokens: int = 32,
+        heartbeat_s: float = 10.0,
+        lease_s: float = 60.0,
+        sweep_interval_s: float = 15.0,
+    ) -> None:
+        self.store = store
+        self.worker = current_worker()
+        self.lease_s = lease_s
+        self.sweep_interval_s = sweep_interval_s
+        self._options: dict[str, Any] = {
+            "flush_interval_s": flush_interval_s,
+            "flush_tokens": flush_tokens,
+            "heartbeat_s": heartbeat_s,
+        }
+        self._replies: dict[str, Reply] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        """Mark replies left by a dead server as incomplete, then keep sweeping."""
+        await self.sweep()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="reply-sweeper")
+
+    async def sweep(self) -> list[str]:
+        """One sweep; the ids marked incomplete."""
+        stale = await anyio.to_thread.run_sync(
+            lambda: self.store.sweep(lease_s=self.lease_s, is_gone=worker_is_gone)
+        )
+        if stale:
+            log.info("marked %d replies left by a stopped server as incomplete", len(stale))
+        return stale
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval_s)
+            try:
+                await self.sweep()
+            except Exception as exc:
+                log.warning("sweeping replies failed: %s", exc)
+
+    def launch(self, started: ReplyStart, outputs: AsyncIterator[Output]) -> Reply:
+        """Start generating a stored reply in the background."""
+        reply = Reply(started, outputs, self.store, **self._options)
+        self._replies[reply.message_id] = reply
+        reply.start(self._forget)
+        if self._closing:
+            reply.request_stop("incomplete")
+        return reply
+
+    def get(self, message_id: str) -> Reply | None:
+        """The running reply with this message id."""
+        return self._replies.get(message_id)
+
+    def in_conversation(self, conversation_id: str) -> Reply | None:
+        """The running reply of a conversation, if this server writes one."""
+        return next(
+            (r for r in self._replies.values() if r.conversation_id == conversation_id), None
+        )
+
+    @property
+    def running(self) -> int:
+        return len(self._replies)
+
+    def _forget(self, reply: Reply) -> None:
+        self._replies.pop(reply.message_id, None)
+
+    async def close(self) -> None:
+        """Stop every running reply, saved as incomplete, and the sweeper."""
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        replies = list(self._replies.values())
+        for reply in replies:
+            reply.request_stop("incomplete")
+        await asyncio.gather(*(reply.wait() for reply in replies), return_exceptions=True)

@@ -1,0 +1,31 @@
+"""The sampling settings a conversation keeps for its replies."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_TOKENS_CAP = 2**31 - 1
+
+
+class ReplySettings(BaseModel):
+    """Sampling settings of a conversation; empty fields take the model's defaults."""
+
+    # Strict: "10" is not a number, NaN is refused, a misspelled field is an error.
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+    temperature: float | None = Field(None, ge=0.0, le=100.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0, le=1_000_000, description="0: off.")
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    max_tokens: int | None = Field(
+        None, ge=1, le=MAX_TOKENS_CAP, description="Most tokens per reply; default: the room left."
+    )
+    seed: int | None = Field(None, ge=-(2**63), lt=2**64)
+    ignore_eos: bool | None = Field(
+        None, description="Keep generating after the end-of-text token (max_tokens ends it)."
+    )
+
+    def stored(self) -> dict[str, object]:
+        """The set fields, as stored with the conversation."""
+        return self.model_dump(exclude_none=True)
