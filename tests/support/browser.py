@@ -214,8 +214,13 @@ class ChatPage:
         assert unsafe == [], unsafe
 
     def unsafe_now(self) -> list[str]:
-        """Unsafe nodes or attributes in the chat screen (sidebar included) as it is now."""
-        return list(self.page.evaluate("window.__unsafeIn(document.querySelector('.chat-layout'))"))
+        """Unsafe nodes or attributes in the conversation, the titles and the heading, now."""
+        return list(
+            self.page.evaluate(
+                """() => [".messages", ".conversation-groups", ".conversation-heading"]
+                    .flatMap((selector) => window.__unsafeIn(document.querySelector(selector)))"""
+            )
+        )
 
 
 def new_chat_page(

@@ -129,6 +129,7 @@ def test_rename_and_delete_in_place(
     # Deleting the open conversation leaves a new chat.
     item_of(chat, kept["id"]).locator(".conversation-open").click()
     expect(page.locator(".chat")).to_have_attribute("data-conversation", kept["id"])
+    item_of(chat, kept["id"]).hover()
     item_of(chat, kept["id"]).locator(".delete-conversation").click()
     item_of(chat, kept["id"]).locator(".delete-conversation").click()
     expect(page.locator(".chat")).to_have_attribute("data-conversation", "")

@@ -27,7 +27,7 @@ export class SettingsPanel {
   }
 
   build() {
-    this.systemPrompt = h("textarea", { class: "system-prompt", name: "system_prompt", rows: "4" });
+    this.systemPrompt = h("textarea", { class: "system-prompt", name: "system_prompt", rows: "3" });
     this.inputs = Object.fromEntries(
       SAMPLING_FIELDS.map(({ name, min, max, step }) => [
         name,
@@ -52,10 +52,10 @@ export class SettingsPanel {
           ),
         ),
       ),
-      h("p", { class: "settings-hint" }, t("settings.hint")),
       h(
         "div",
         { class: "settings-buttons" },
+        h("p", { class: "settings-hint" }, t("settings.hint")),
         h("button", { type: "submit", class: "settings-save" }, t("settings.save")),
       ),
       this.status,
