@@ -63,7 +63,8 @@ CHUNKINGS = {
 def test_streamed_payloads_run_nothing(chat: ChatPage, chunking: str) -> None:
     chat.server.replies.set(CHUNKINGS[chunking]())
     chat.send("Show me some HTML")
-    chat.wait_idle()
+    # One token per character is ~2,800 events: on a busy 2-core machine that takes a while.
+    chat.wait_idle(timeout_ms=60_000)
     page = chat.page
     page.wait_for_timeout(300)  # give anything that was going to fire (onerror, onload) time
 

@@ -5,6 +5,7 @@
 // on the server, and opening the conversation again picks it up where the page left it. The open
 // conversation's id is in the address (#/c/<id>), so a reload comes back to it, mid-reply too.
 
+import { conversationInAddress, setConversationInAddress } from "../address.js";
 import { listModels } from "../api.js";
 import {
   createConversation,
@@ -17,15 +18,13 @@ import {
 } from "../conversations.js";
 import { applyTranslations, onLanguageChange, t } from "../i18n.js";
 import { LiveReply, followedReply, forgetReply } from "../live-replies.js";
+import { ChatTools } from "./chat-tools.js";
 import { SettingsPanel } from "./settings-panel.js";
 import { ConversationList } from "./sidebar.js";
 import { Thread } from "./thread.js";
-import { downloadExport, importFile } from "./transfer.js";
 
 const MAX_INPUT_HEIGHT_PX = 240;
 const STICK_TO_BOTTOM_PX = 48;
-const COPIED_MS = 1500;
-const HASH_PREFIX = "#/c/";
 
 /** Build the chat view from its <template>; returns { element, mount, unmount }. */
 export function createChatView() {
@@ -47,16 +46,6 @@ export function createChatView() {
   };
 }
 
-/** The id in the address (#/c/<id>), or null. */
-function idFromHash() {
-  if (!window.location.hash.startsWith(HASH_PREFIX)) return null;
-  try {
-    return decodeURIComponent(window.location.hash.slice(HASH_PREFIX.length)) || null;
-  } catch {
-    return null;
-  }
-}
-
 class ChatController {
   constructor(layout) {
     const find = (selector) => layout.querySelector(selector);
@@ -72,10 +61,7 @@ class ChatController {
       stop: find(".stop"),
       status: find(".status"),
       panel: find(".settings-panel"),
-      settingsToggle: find(".settings-toggle"),
-      drawerToggle: find(".drawer-toggle"),
       exportMenu: find(".export-menu"),
-      importFile: find(".import-file"),
     };
     this.conversation = null; // the open one without its messages; null: a new chat
     this.draft = { system_prompt: "", settings: {} };
@@ -83,9 +69,17 @@ class ChatController {
     this.sending = false;
     this.openSeq = 0;
     this.stickToBottom = true;
+    this.tools = new ChatTools(layout, {
+      conversationId: () => this.conversation?.id ?? null,
+      onImported: async (ids) => {
+        await this.sidebar.reload();
+        if (ids.length) await this.open(ids[0]);
+      },
+      setStatus: (message, isError) => this.setStatus(message, isError),
+    });
     this.thread = new Thread(this.ui.messages, find(".empty-hint"), {
       canChange: () => this.canChange(),
-      copy: (text, button, labelKey) => this.copyText(text, button, labelKey),
+      copy: (text, button, labelKey) => this.tools.copyText(text, button, labelKey),
       edit: (entry, content) => this.edit(entry, content),
       regenerate: (entry) => this.regenerate(entry),
       switchBranch: (entry, siblingId) => this.switchBranch(siblingId),
@@ -97,7 +91,7 @@ class ChatController {
     });
     this.panel = new SettingsPanel(this.ui.panel, (values) => this.saveSettings(values));
     this.onHashChange = () => {
-      const id = idFromHash();
+      const id = conversationInAddress();
       if (id !== (this.conversation?.id ?? null)) (id ? this.open(id) : this.newChat());
     };
     this.bind(find);
@@ -129,24 +123,12 @@ class ChatController {
       const gap = messages.scrollHeight - messages.scrollTop - messages.clientHeight;
       this.stickToBottom = gap < STICK_TO_BOTTOM_PX;
     });
-    messages.addEventListener("click", (event) => this.copyCode(event));
     modelSelect.addEventListener("change", () => this.changeModel());
-    this.ui.settingsToggle.addEventListener("click", () => this.toggleSettings());
-    this.ui.drawerToggle.addEventListener("click", () => this.setDrawer(!this.drawerOpen()));
-    find(".drawer-backdrop").addEventListener("click", () => this.setDrawer(false));
-    this.layout.addEventListener("keydown", (event) => {
-      if (event.key === "Escape" && this.drawerOpen()) this.setDrawer(false);
-    });
-    for (const button of this.layout.querySelectorAll(".export-one, .export-all")) {
-      button.addEventListener("click", () => this.export(button));
-    }
-    find(".import-button").addEventListener("click", () => this.ui.importFile.click());
-    this.ui.importFile.addEventListener("change", () => this.importChosenFile());
   }
 
   async start() {
     window.addEventListener("hashchange", this.onHashChange);
-    const id = idFromHash();
+    const id = conversationInAddress();
     const models = this.loadModels();
     this.sidebar.reload();
     await models;
@@ -191,11 +173,11 @@ class ChatController {
     this.draft = { system_prompt: "", settings: {} };
     this.panel.load(this.draft);
     this.thread.show([]);
-    this.setAddress(null);
+    setConversationInAddress(null);
     this.sidebar.select(null);
     this.showHeading();
     this.setStatus("");
-    this.setDrawer(false);
+    this.tools.setDrawer(false);
     this.element.dataset.conversation = "";
     this.ui.input.focus();
   }
@@ -204,9 +186,9 @@ class ChatController {
   async open(id) {
     this.leave();
     const seq = ++this.openSeq;
-    this.setDrawer(false);
+    this.tools.setDrawer(false);
     this.sidebar.select(id);
-    this.setAddress(id);
+    setConversationInAddress(id);
     let conversation;
     try {
       conversation = await getConversation(id);
@@ -275,7 +257,7 @@ class ChatController {
       if (!this.conversation) {
         const created = await createConversation({ model, ...this.draft });
         this.conversation = created;
-        this.setAddress(created.id);
+        setConversationInAddress(created.id);
         this.element.dataset.conversation = created.id;
         this.sidebar.upsert(created);
         this.sidebar.select(created.id);
@@ -480,55 +462,6 @@ class ChatController {
     select.value = model;
   }
 
-  async export(button) {
-    button.closest("details")?.removeAttribute("open");
-    const one = button.classList.contains("export-one");
-    if (one && !this.conversation) return;
-    try {
-      await downloadExport(one ? this.conversation.id : null, button.dataset.format);
-    } catch (error) {
-      this.setStatus(t("status.error", { message: error.message }), true);
-    }
-  }
-
-  async importChosenFile() {
-    const input = this.ui.importFile;
-    const file = input.files && input.files[0];
-    input.value = "";
-    if (!file) return;
-    input.closest("details")?.removeAttribute("open");
-    try {
-      const ids = await importFile(file);
-      await this.sidebar.reload();
-      if (ids.length) await this.open(ids[0]);
-      this.setStatus(t("history.imported", { count: ids.length }));
-    } catch (error) {
-      this.setStatus(t("status.error", { message: error.message }), true);
-    }
-  }
-
-  toggleSettings() {
-    const panel = this.ui.panel;
-    panel.hidden = !panel.hidden;
-    this.ui.settingsToggle.setAttribute("aria-expanded", String(!panel.hidden));
-  }
-
-  drawerOpen() {
-    return this.layout.dataset.drawer === "open";
-  }
-
-  setDrawer(open) {
-    this.layout.dataset.drawer = open ? "open" : "closed";
-    this.ui.drawerToggle.setAttribute("aria-expanded", String(open));
-  }
-
-  setAddress(id) {
-    const url = id
-      ? `${window.location.pathname}${window.location.search}${HASH_PREFIX}${encodeURIComponent(id)}`
-      : `${window.location.pathname}${window.location.search}`;
-    window.history.replaceState(null, "", url);
-  }
-
   showHeading() {
     const title = this.conversation ? this.conversation.title || t("history.untitled") : "";
     this.ui.heading.textContent = title || t("header.newChat"); // a title is text, never HTML
@@ -573,39 +506,4 @@ class ChatController {
     this.panel.relabel();
     this.showHeading();
   }
-
-  copyCode(event) {
-    const button = event.target.closest(".copy-code");
-    const code = button?.closest(".code-block")?.querySelector("pre");
-    if (code) this.copyText(code.textContent, button, "chat.copy");
-  }
-
-  async copyText(text, button, labelKey) {
-    try {
-      await writeClipboard(text);
-      button.textContent = t("chat.copied");
-      window.setTimeout(() => {
-        button.textContent = t(labelKey);
-      }, COPIED_MS);
-    } catch (error) {
-      this.setStatus(t("status.error", { message: error.message }), true);
-    }
-  }
-}
-
-/** Put text on the clipboard; without the async API (plain http off localhost), the old way. */
-async function writeClipboard(text) {
-  if (navigator.clipboard && window.isSecureContext) {
-    await navigator.clipboard.writeText(text);
-    return;
-  }
-  const holder = document.createElement("textarea");
-  holder.value = text;
-  holder.setAttribute("readonly", "");
-  holder.className = "clipboard-holder";
-  document.body.append(holder);
-  holder.select();
-  const copied = document.execCommand("copy");
-  holder.remove();
-  if (!copied) throw new Error(t("chat.copyFailed"));
 }
