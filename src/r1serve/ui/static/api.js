@@ -61,14 +61,15 @@ export async function listModels({ signal } = {}) {
  * A fetch with the session's CSRF header on changes; the Response when it is 2xx, else an
  * ApiError. For streams and downloads, which apiJson does not read.
  */
-export async function apiFetch(method, path, { body, headers = {}, signal } = {}) {
+export async function apiFetch(method, path, { body, rawJson, headers = {}, signal } = {}) {
   const allHeaders = { ...changeHeaders(method), ...headers };
-  if (body !== undefined) allHeaders["Content-Type"] = "application/json";
+  if (body !== undefined || rawJson !== undefined) allHeaders["Content-Type"] = "application/json";
   const response = await fetch(path, {
     method,
     signal,
     headers: allHeaders,
-    body: body === undefined ? undefined : JSON.stringify(body),
+    // rawJson: JSON text sent as it is (a file the user chose), never re-encoded.
+    body: rawJson !== undefined ? rawJson : body === undefined ? undefined : JSON.stringify(body),
   });
   if (!response.ok) throw await errorFromResponse(response);
   return response;

@@ -91,9 +91,13 @@ export function exportPath(id, format) {
   return `${base}?format=${encodeURIComponent(format)}`;
 }
 
-/** Import a parsed JSON export (one conversation or many); resolves to { imported: [ids] }. */
-export function importConversations(exported) {
-  return apiJson("POST", `${BASE}/import`, exported);
+/** Import the text of a JSON export (one conversation or many); resolves to { imported }. */
+export async function importConversations(text) {
+  const response = await apiFetch("POST", `${BASE}/import`, {
+    rawJson: text,
+    headers: { Accept: "application/json" },
+  });
+  return response.json();
 }
 
 /**

@@ -47,12 +47,12 @@ export async function downloadExport(id, format) {
 
 /** Read a chosen file as a JSON export and import it; resolves to the imported ids. */
 export async function importFile(file) {
-  let exported;
+  const text = await file.text();
   try {
-    exported = JSON.parse(await file.text());
+    JSON.parse(text); // only to say clearly what is wrong; the server gets the text as it is
   } catch {
     throw new Error(t("history.importNotJson", { name: file.name }));
   }
-  const result = await importConversations(exported);
+  const result = await importConversations(text);
   return Array.isArray(result?.imported) ? result.imported : [];
 }
