@@ -46,3 +46,9 @@ test: install-test browser lint
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The side-by-side serving benchmark (docs/benchmarks.md); run it on an idle machine.
+# `make bench BENCH_ARGS=--quick` for a short smoke run.
+.PHONY: bench
+bench: install
+	PYTHONPATH=src $(BIN)/python -m bench.run $(BENCH_ARGS)

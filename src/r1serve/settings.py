@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         description="Requests that may wait for a slot; more get 503 with Retry-After. "
         "Default: 4 x max_num_seqs.",
     )
+    prefix_caching: bool = Field(
+        True,
+        description="Reuse the KV cache of a shared prompt prefix (system prompt, earlier turns) "
+        "instead of computing it again (native runner).",
+    )
     max_prefill_tokens: int | None = Field(
         None,
         gt=0,

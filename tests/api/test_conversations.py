@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from r1serve.engine.fake import FakeEngine, FakeReply
-from r1serve.engine.scheduler import SchedulerConfig
+from r1serve.errors import OverloadedError
 from support.api import REPLY, make_settings
 from support.conversations import (
     check_wire,
@@ -262,7 +262,13 @@ def test_engine_errors_are_stored(build: Build) -> None:
 
 
 def test_an_overloaded_engine_stores_a_failed_reply(build: Build) -> None:
-    client = build(scheduler_config=SchedulerConfig(max_waiting=0))
+    client = build()
+    engine: FakeEngine = client.app.state.engine  # type: ignore[attr-defined]
+
+    def full(request: Any) -> Any:
+        raise OverloadedError("server busy: the waiting queue is full", retry_after=2)
+
+    engine.generate = full  # type: ignore[method-assign]
     cid = create(client)["id"]
     events = post(client, cid, "hello")
     assert [e.name for e in events] == ["start", "error", None]

@@ -11,7 +11,9 @@ import httpx
 import pytest
 from sqlalchemy import event
 
+from r1serve.conversations import current_worker
 from r1serve.engine.fake import FakeEngine, FakeReply
+from r1serve.storage.models import Message
 from support.api import LiveServer, make_settings, wait_for
 from support.conversations import (
     Event,
@@ -243,3 +245,27 @@ def test_a_second_replica_follows_and_stops_a_reply(database_url: str) -> None:
         assert final_message(tail)["status"] == "stopped"
         assert _stored(first, cid)["status"] == "stopped"
     assert wait_for(lambda: writer.engine.finished.get(f"conv-{mid}-0") == "abort")
+
+
+def test_a_start_marks_replies_of_a_dead_server_incomplete(
+    make_client: Callable[..., tuple[Any, FakeEngine]], database_url: str
+) -> None:
+    settings = make_settings(database_url=database_url)
+    client = make_client(settings=settings)[0]
+    cid = create(client)["id"]
+    reply = final_message(events_of(client.post(_message_path(cid), json={"content": "q"}).text))
+    host = current_worker().split("/")[0]
+    with client.app.state.accounts.database.write() as session:  # type: ignore[attr-defined]
+        row = session.get(Message, reply["id"])
+        row.status, row.worker, row.content = "generating", f"{host}/{2**22 + 7}/1", "half"
+    assert detail(client, cid)["active_reply"] == {
+        "message_id": reply["id"],
+        "status": "generating",
+    }
+    restarted = make_client(settings=make_settings(database_url=database_url))[0]
+    stored = detail(restarted, cid)
+    assert (stored["messages"][-1]["status"], stored["messages"][-1]["content"]) == (
+        "incomplete",
+        "half",
+    )
+    assert stored["active_reply"] is None

@@ -78,10 +78,7 @@ def test_oldest_turns_are_dropped_to_fit() -> None:
     # One more turn would not have fit.
     longer = engine.render_chat(
         [{"role": "system", "content": "SYS"}]
-        + [
-            {"role": m.role, "content": m.content}
-            for m in history[2 * (built.dropped_turns - 1) :]
-        ]
+        + [{"role": m.role, "content": m.content} for m in history[2 * (built.dropped_turns - 1) :]]
         + [{"role": "user", "content": "LAST?"}]
     )
     assert len(longer.token_ids) > 500
@@ -100,7 +97,11 @@ def test_a_message_that_cannot_fit_alone_is_refused_with_numbers() -> None:
     engine = FakeEngine(context_length=300, max_seq_len=300)
     with pytest.raises(ContextLengthError, match=r"take \d+ tokens, but the context is 300"):
         build_history_prompt(
-            engine, system_prompt="S" * 100, history=_history(3), question="x" * 200, max_tokens=None
+            engine,
+            system_prompt="S" * 100,
+            history=_history(3),
+            question="x" * 200,
+            max_tokens=None,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -261,3 +262,28 @@ def test_database_refuses_unknown_status_and_role(database: Database) -> None:
             row = Message(id=new_id(), conversation_id=cid, dropped_turns=0, **fields)
             session.add(row)
             session.flush()
+
+
+def test_two_replies_started_together_one_wins(
+    database: Database, store: ConversationStore
+) -> None:
+    ada = _user(database, "ada")
+    cid = store.create(ada, ConversationDraft()).id
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def begin() -> None:
+        barrier.wait()
+        try:
+            store.begin_reply(ada, cid, _plan())
+            outcomes.append("started")
+        except ConflictError:
+            outcomes.append("409")
+
+    threads = [threading.Thread(target=begin) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["409", "409", "409", "started"]
+    assert len(store.detail(ada, cid).messages) == 2

@@ -162,7 +162,12 @@ def _valid() -> dict[str, Any]:
                 "updated_at": "2026-03-01T00:00:00Z",
                 "current_leaf_id": "m2",
                 "messages": [
-                    {"id": "m1", "role": "user", "content": "q", "created_at": "2026-03-01T00:00:00Z"},
+                    {
+                        "id": "m1",
+                        "role": "user",
+                        "content": "q",
+                        "created_at": "2026-03-01T00:00:00Z",
+                    },
                     {
                         "id": "m2",
                         "parent_id": "m1",
@@ -221,7 +226,9 @@ def test_bad_files_are_refused_and_add_nothing(
     assert store.page(ada, limit=5)[0] == []
 
 
-def test_the_valid_example_imports(setup: tuple[ConversationStore, ConversationTransfer, int]) -> None:
+def test_the_valid_example_imports(
+    setup: tuple[ConversationStore, ConversationTransfer, int],
+) -> None:
     store, transfer, ada = setup
     [cid] = transfer.import_json(ada, json.dumps(_valid()).encode())
     messages = store.detail(ada, cid).messages

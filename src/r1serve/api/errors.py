@@ -70,7 +70,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(R1ServeError)
     async def _r1serve(_: Request, exc: R1ServeError) -> JSONResponse:
-        if exc.status_code >= 500:
+        if isinstance(exc, RetryableError):
+            log.info("refused (%d): %s", exc.status_code, exc.message)
+        elif exc.status_code >= 500:
             log.error("server error: %s", exc.message)
         return error_response(exc)
 

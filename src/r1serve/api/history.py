@@ -130,7 +130,8 @@ class HistoryService:
         if "system_prompt" in fields:
             changes["system_prompt"] = body.system_prompt or ""
         if "model" in fields:
-            changes["model"] = body.model and self.completions.check_model(body.model)
+            model = body.model
+            changes["model"] = None if model is None else self.completions.check_model(model)
         if "settings" in fields:
             changes["settings"] = body.settings.stored() if body.settings else {}
         if "current_leaf_id" in fields:

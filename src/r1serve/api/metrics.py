@@ -54,6 +54,13 @@ class _EngineCollector(Collector):
         )
         rejected.add_metric(model, s.rejected)
         yield rejected
+        hits = CounterMetricFamily(
+            "r1serve_prefix_cache_hit_tokens",
+            "Prompt tokens whose KV cache was reused from a shared prefix.",
+            labels=["model"],
+        )
+        hits.add_metric(model, s.prefix_cache_hits)
+        yield hits
 
 
 class ServerMetrics:

@@ -167,16 +167,22 @@ class Reply:
         self._consuming = False
         self._finished = True
         self._kick.set()
-        await saver
-        self.final = await self._save_final(status, finish, message)
-        if status == "error" and message is not None:
-            error = R1ServeError(message)
-        if self.final is None and status != "error":
-            error = R1ServeError("the conversation was deleted while the reply was written")
-        for event in final_events(self._length, self.final, error):
+        try:
+            await saver  # no progress save may land after the final one
+            self.final = await self._save_final(status, finish, message)
+            if status == "error" and message is not None:
+                error = R1ServeError(message)
+            if self.final is None and status != "error":
+                error = R1ServeError("the reply could not be saved (was the conversation deleted?)")
+            events = final_events(self._length, self.final, error)
+        except Exception:  # subscribers must still see an end
+            log.exception("ending reply %s failed", self.message_id)
+            events = final_events(self._length, None, R1ServeError(ENGINE_FAILED))
+        finally:
+            on_done(self)
+        for event in events:
             self._publish(event)
         self._closed = True
-        on_done(self)
 
     def _apply(self, output: Output) -> None:
         reasoning, content = storable(output.reasoning), storable(output.content)

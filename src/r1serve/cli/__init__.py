@@ -20,7 +20,7 @@ def _root() -> None:
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from r1serve.cli import chat, keys, models, pull, serve, store, users  # noqa: F401
+    from r1serve.cli import bench, chat, keys, models, pull, serve, store, users  # noqa: F401
 
 
 def main() -> None:

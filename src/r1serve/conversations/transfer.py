@@ -178,9 +178,10 @@ def _import_one(repo: ConversationRepository, user_id: int, data: ExportedConver
         current_leaf_id=new_ids.get(data.current_leaf_id or ""),
     )
     repo.add(conversation)
-    for message in _in_tree_order(data.messages):
+    rows = []
+    for message in _in_tree_order(data.messages):  # parents first: one flush inserts them all
         fields: dict[str, Any] = message.model_dump(exclude={"id", "parent_id", "status"})
-        repo.add_message(
+        rows.append(
             Message(
                 **fields,
                 id=new_ids[message.id],
@@ -190,6 +191,7 @@ def _import_one(repo: ConversationRepository, user_id: int, data: ExportedConver
                 status="incomplete" if message.status == "generating" else message.status,
             )
         )
+    repo.add_messages(rows)
     return conversation.id
 
 

@@ -48,15 +48,22 @@ def make_runner(loaded: LoadedModel, settings: Settings) -> tuple[ModelRunner, K
         kind = "native" if reason is None else "hf"
         if reason is not None:
             log.warning("generic runner (no batching speed-up): %s", reason)
-    runner_class: type[NativeRunner] | type[HFRunner] = (
-        NativeRunner if kind == "native" else HFRunner
-    )
-    runner: ModelRunner = runner_class(
-        loaded.model,
-        max_slots=plan.max_slots,
-        max_seq_len=plan.max_seq_len,
-        derivation=plan.derivation,
-    )
+    runner: ModelRunner
+    if kind == "native":
+        runner = NativeRunner(
+            loaded.model,
+            max_slots=plan.max_slots,
+            max_seq_len=plan.max_seq_len,
+            derivation=plan.derivation,
+            prefix_caching=settings.prefix_caching,
+        )
+    else:
+        runner = HFRunner(
+            loaded.model,
+            max_slots=plan.max_slots,
+            max_seq_len=plan.max_seq_len,
+            derivation=plan.derivation,
+        )
     return runner, plan, kind
 
 

@@ -159,6 +159,9 @@ class FakeRunner:
         self.max_active = max(self.max_active, len(self._slots))
         return slot
 
+    def reuse_prefix(self, slot: int, prompt: Sequence[int]) -> int:
+        return 0  # no prefix cache
+
     def release(self, slot: int) -> None:
         del self._slots[slot]
         self._free.append(slot)

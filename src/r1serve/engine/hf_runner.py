@@ -44,6 +44,9 @@ class HFRunner:
         self._caches[slot] = DynamicCache(config=self.config)
         return slot
 
+    def reuse_prefix(self, slot: int, prompt: Sequence[int]) -> int:
+        return 0  # no prefix cache
+
     def release(self, slot: int) -> None:
         del self._caches[slot]
         self._free.append(slot)

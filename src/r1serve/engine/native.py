@@ -21,6 +21,15 @@ from torch import nn
 from r1serve.engine.runner import DecodeInput, KVLayout, PrefillChunk
 
 SUPPORTED_TYPES = frozenset({"llama", "qwen2", "qwen3", "mistral"})
+MIN_REUSE = 4  # shorter shared prefixes are not worth a copy
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    """Length of the common prefix of ``a`` and ``b``, at most ``limit``."""
+    n = 0
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
@@ -41,35 +50,55 @@ def unsupported_reason(model: nn.Module) -> str | None:
 
 
 class _Projection:
-    """Several Linear layers on one input, fused into one matmul when they are plain."""
+    """One or more Linear layers on the same input, as one matmul when they are plain.
 
-    def __init__(self, modules: Sequence[Any]) -> None:
+    On CPU the weights are stored transposed (``[in, out]``): MKL's NN GEMM is about 1.5x
+    faster than the NT form ``F.linear`` uses at the small batch sizes of decoding. The
+    modules keep working on views of the same storage, so there is no second copy.
+    """
+
+    def __init__(self, modules: Sequence[Any], *, transpose: bool) -> None:
         self.sizes = [int(m.out_features) for m in modules]
         self.modules = list(modules)
-        self.weight: torch.Tensor | None = None
+        self.weight: torch.Tensor | None = None  # [in, out] when transposed, else [out, in]
+        self.transposed = transpose
         self.bias: torch.Tensor | None = None
-        plain = len(modules) > 1 and all(type(m) is nn.Linear for m in modules)
+        plain = all(type(m) is nn.Linear for m in modules)
         if not plain or len({(m.weight.dtype, m.weight.device) for m in modules}) != 1:
             return
+        if len(modules) == 1 and not transpose:
+            return  # nothing to gain: call the module
         biases = [m.bias for m in modules]
         if any(b is None for b in biases) and any(b is not None for b in biases):
             return  # mixed biases: keep calling the modules
-        fused = torch.cat([m.weight.detach() for m in modules])
         if biases[0] is not None:
             self.bias = torch.cat([b.detach() for b in biases])
-        # The modules keep working on views of the fused tensor: no second copy in memory.
+        if transpose:
+            fused = torch.cat([m.weight.detach().t() for m in modules], dim=1).contiguous()
+        else:
+            fused = torch.cat([m.weight.detach() for m in modules])
         offset = 0
         for m, size in zip(modules, self.sizes, strict=True):
-            m.weight.data = fused[offset : offset + size]
+            part = fused[:, offset : offset + size] if transpose else fused[offset : offset + size]
+            m.weight.data = part.t() if transpose else part
             if self.bias is not None:
                 m.bias.data = self.bias[offset : offset + size]
             offset += size
         self.weight = fused
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.weight is not None:
-            return list(F.linear(x, self.weight, self.bias).split(self.sizes, dim=-1))
-        return [m(x) for m in self.modules]
+        if self.weight is None:
+            return [m(x) for m in self.modules]
+        if self.transposed:
+            flat = x.reshape(-1, x.shape[-1])  # [N, in]
+            if self.bias is not None:
+                out = torch.addmm(self.bias, flat, self.weight)
+            else:
+                out = torch.mm(flat, self.weight)
+            out = out.view(*x.shape[:-1], out.shape[-1])
+        else:
+            out = F.linear(x, self.weight, self.bias)
+        return list(out.split(self.sizes, dim=-1)) if len(self.sizes) > 1 else [out]
 
 
 def _rms(x: torch.Tensor, norm: Any) -> torch.Tensor:
@@ -94,9 +123,9 @@ class _Layer:
     norm1: Any
     norm2: Any
     qkv: _Projection
-    o_proj: Any
+    o_proj: _Projection
     gate_up: _Projection
-    down: Any
+    down: _Projection
     q_norm: Any | None
     k_norm: Any | None
     device: torch.device
@@ -116,7 +145,15 @@ def _zeroed(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) ->
 class NativeRunner:
     """ModelRunner for Llama-family models: packed rows, chunked prefill, batched decode."""
 
-    def __init__(self, model: nn.Module, *, max_slots: int, max_seq_len: int, derivation: str):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        max_slots: int,
+        max_seq_len: int,
+        derivation: str,
+        prefix_caching: bool = True,
+    ):
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"native runner: {reason}")
@@ -135,6 +172,8 @@ class NativeRunner:
         self.device = self.embed.weight.device
         self.dtype = self.embed.weight.dtype
         shape = (max_slots, self.n_kv, max_seq_len, self.head_dim)
+        cpu = self.device.type == "cpu"
+        self.head = _Projection([self.lm_head], transpose=cpu)
         self.layers: list[_Layer] = []
         for layer in inner.layers:
             attn, mlp = layer.self_attn, layer.mlp
@@ -143,10 +182,10 @@ class NativeRunner:
                 _Layer(
                     norm1=layer.input_layernorm,
                     norm2=layer.post_attention_layernorm,
-                    qkv=_Projection([attn.q_proj, attn.k_proj, attn.v_proj]),
-                    o_proj=attn.o_proj,
-                    gate_up=_Projection([mlp.gate_proj, mlp.up_proj]),
-                    down=mlp.down_proj,
+                    qkv=_Projection([attn.q_proj, attn.k_proj, attn.v_proj], transpose=cpu),
+                    o_proj=_Projection([attn.o_proj], transpose=cpu),
+                    gate_up=_Projection([mlp.gate_proj, mlp.up_proj], transpose=cpu),
+                    down=_Projection([mlp.down_proj], transpose=cpu),
                     q_norm=getattr(attn, "q_norm", None),
                     k_norm=getattr(attn, "k_norm", None),
                     device=device,
@@ -159,12 +198,15 @@ class NativeRunner:
         self._row_of: dict[int, int] = {}  # slot id -> row
         self._slot_at: list[int] = []  # row -> slot id
         self._length = [0] * max_slots  # tokens cached per row
+        self._tokens: list[list[int]] = [[] for _ in range(max_slots)]  # what those tokens are
+        self.prefix_caching = prefix_caching
+        self.reused_tokens = 0  # prompt tokens served from cached prefixes (for metrics)
         self._next_slot = 0
         self._free_ids: list[int] = []
 
     @property
     def vocab_size(self) -> int:
-        return int(self.lm_head.weight.shape[0])
+        return int(self.head.sizes[0])
 
     @property
     def kv(self) -> KVLayout:
@@ -181,24 +223,69 @@ class NativeRunner:
         row = len(self._slot_at)
         self._slot_at.append(slot)
         self._row_of[slot] = row
-        self._length[row] = 0
+        if not self.prefix_caching:
+            self._length[row] = 0
+            self._tokens[row] = []
         return slot
 
     def release(self, slot: int) -> None:
         row = self._row_of.pop(slot)
         last = len(self._slot_at) - 1
-        if row != last:  # keep rows packed: move the last row into the hole
-            n = self._length[last]
-            for layer in self.layers:
-                layer.k_cache[row, :, :n] = layer.k_cache[last, :, :n]
-                layer.v_cache[row, :, :n] = layer.v_cache[last, :, :n]
+        if row != last:  # keep rows packed: the last active row moves into the hole
+            if self.prefix_caching:
+                self._swap_rows(row, last)  # the finished cache stays, as the first free row
+            else:
+                self._copy_prefix(last, row, self._length[last])
+                self._length[row], self._tokens[row] = self._length[last], self._tokens[last]
             moved = self._slot_at[last]
             self._slot_at[row] = moved
             self._row_of[moved] = row
-            self._length[row] = n
         self._slot_at.pop()
-        self._length[last] = 0
+        if not self.prefix_caching:
+            self._length[last], self._tokens[last] = 0, []
         self._free_ids.append(slot)
+
+    def reuse_prefix(self, slot: int, prompt: Sequence[int]) -> int:
+        """Copy the longest cached prefix of ``prompt`` into the slot; its length in tokens.
+
+        Any row may hold it: a running sequence, or a finished one whose cache is still in a
+        free row. At least the prompt's last token is left to compute (its logits are needed).
+        """
+        row = self._row_of[slot]
+        if not self.prefix_caching:
+            return 0
+        limit = len(prompt) - 1
+        best_row, best = row, 0
+        for r in range(self._kv.max_slots):
+            tokens = self._tokens[r]
+            if not tokens or tokens[0] != prompt[0]:
+                continue
+            n = _common_prefix(tokens, prompt, min(limit, self._length[r]))
+            if n > best:
+                best_row, best = r, n
+        if best < MIN_REUSE:
+            best = 0
+        elif best_row != row:
+            self._copy_prefix(best_row, row, best)
+        self._length[row] = best
+        self._tokens[row] = list(prompt[:best])
+        self.reused_tokens += best
+        return best
+
+    def _copy_prefix(self, src: int, dst: int, n: int) -> None:
+        for layer in self.layers:
+            layer.k_cache[dst, :, :n] = layer.k_cache[src, :, :n]
+            layer.v_cache[dst, :, :n] = layer.v_cache[src, :, :n]
+
+    def _swap_rows(self, a: int, b: int) -> None:
+        la, lb = self._length[a], self._length[b]
+        for layer in self.layers:
+            for cache in (layer.k_cache, layer.v_cache):
+                kept = cache[a, :, :la].clone()
+                cache[a, :, :lb] = cache[b, :, :lb]
+                cache[b, :, :la] = kept
+        self._length[a], self._length[b] = lb, la
+        self._tokens[a], self._tokens[b] = self._tokens[b], self._tokens[a]
 
     # ---- forward passes -----------------------------------------------------------------
 
@@ -217,6 +304,9 @@ class NativeRunner:
         hidden = self._forward(ids, pos.unsqueeze(1), mask[:, None, None, :], n, key_len)
         for inp, row in zip(inputs, rows, strict=True):
             self._length[row] = inp.position + 1
+            tokens = self._tokens[row]
+            del tokens[inp.position :]
+            tokens.append(inp.token_id)
         logits = self._logits(hidden[:, -1])  # [n, V]
         if rows != list(range(n)):
             logits = logits[torch.tensor(rows, device=logits.device)]
@@ -241,12 +331,15 @@ class NativeRunner:
         hidden = self._forward(ids, pos, mask[:, None], rows, key_len, lengths, chunks)
         for c, row, n in zip(chunks, rows, lengths, strict=True):
             self._length[row] = c.start + n
+            tokens = self._tokens[row]
+            del tokens[c.start :]
+            tokens.extend(c.token_ids)
         last = hidden[torch.arange(len(chunks)), torch.tensor(lengths) - 1]  # [m, hidden]
         return self._logits(last)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         hidden = hidden.to(self.final_norm.weight.device)
-        return self.lm_head(_rms(hidden, self.final_norm)).float()
+        return self.head(_rms(hidden, self.final_norm))[0].float()
 
     def _forward(
         self,
@@ -301,8 +394,8 @@ class NativeRunner:
                     keys = layer.k_cache[:, :, :key_len].index_select(0, index)
                     values = layer.v_cache[:, :, :key_len].index_select(0, index)
             o = F.scaled_dot_product_attention(q, keys, values, attn_mask=m, enable_gqa=True)
-            x = x + layer.o_proj(o.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
+            x = x + layer.o_proj(o.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))[0]
             h = _rms(x, layer.norm2)
             gate, up = layer.gate_up(h)
-            x = x + layer.down(F.silu(gate) * up)
+            x = x + layer.down(F.silu(gate) * up)[0]
         return x

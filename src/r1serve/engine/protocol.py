@@ -131,6 +131,7 @@ class EngineStats:
     kv_tokens_used: int
     kv_tokens_total: int
     rejected: int = 0  # requests refused because the waiting queue was full
+    prefix_cache_hits: int = 0  # prompt tokens whose KV came from a cached prefix
 
 
 @runtime_checkable

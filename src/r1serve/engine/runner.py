@@ -56,7 +56,11 @@ class ModelRunner(Protocol):
         ...
 
     def release(self, slot: int) -> None:
-        """Free a slot; its cache contents are forgotten."""
+        """Free a slot. A runner may keep its cache contents for ``reuse_prefix``."""
+        ...
+
+    def reuse_prefix(self, slot: int, prompt: Sequence[int]) -> int:
+        """Before a slot's first prefill: cached tokens of ``prompt`` now in it (0: none)."""
         ...
 
     def prefill(self, chunks: Sequence[PrefillChunk]) -> torch.Tensor:

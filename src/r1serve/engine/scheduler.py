@@ -146,6 +146,7 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self.finish_listeners: list[FinishHook] = []  # called on the scheduler thread
         self.rejected = 0  # submits refused because the queue was full
+        self.prefix_cache_hits = 0  # prompt tokens served from cached prefixes
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._inbox: deque[Sequence_] = deque()
@@ -177,12 +178,15 @@ class Scheduler:
         seq = Sequence_(
             request, channel, self.tokenizer, self.runner.vocab_size, max_tokens, self.eos_token_ids
         )
+        slots = self.runner.kv.max_slots
         with self._lock:
-            if self._queued >= self.config.max_waiting:
+            # Requests that will take a free slot at the next step are not "waiting".
+            free = slots - self._running_count
+            if self._queued - free >= self.config.max_waiting:
                 self.rejected += 1
                 raise OverloadedError(
-                    f"server busy: {self._queued} requests already waiting "
-                    f"(limit {self.config.max_waiting}); retry later",
+                    f"server busy: {slots} requests running and {self.config.max_waiting} "
+                    "waiting (the limit); retry later",
                     retry_after=self.config.retry_after_s,
                 )
             self._queued += 1
@@ -204,6 +208,7 @@ class Scheduler:
             kv_tokens_used=self._kv_used,
             kv_tokens_total=kv.max_slots * kv.max_seq_len,
             rejected=self.rejected,
+            prefix_cache_hits=self.prefix_cache_hits,
         )
 
     # ---- scheduler thread -------------------------------------------------------------
@@ -263,13 +268,13 @@ class Scheduler:
         free = self.runner.kv.max_slots - len(self._running)
         while free > 0 and self._waiting:
             seq = self._waiting.popleft()
-            with self._lock:
-                self._queued -= 1
             seq.slot = self.runner.acquire()
             seq.timings.admitted = time.monotonic()
             self._running[seq.request.request_id] = seq
+            with self._lock:  # both counts move together, as submit() reads them
+                self._queued -= 1
+                self._running_count = len(self._running)
             free -= 1
-        self._running_count = len(self._running)
 
     def _prefill(self, out: list[tuple[Channel, Delta]]) -> None:
         budget = self.config.max_prefill_tokens
@@ -278,9 +283,14 @@ class Scheduler:
         for seq in self._running.values():
             if budget <= 0:
                 break
-            remaining = len(seq.prompt) - seq.computed
-            if remaining <= 0 or seq.slot is None:
+            if seq.slot is None or seq.computed >= len(seq.prompt):
                 continue
+            if seq.computed == 0 and seq.next_token is None:
+                cached = self.runner.reuse_prefix(seq.slot, seq.prompt)
+                seq.computed = cached
+                self._kv_used += cached
+                self.prefix_cache_hits += cached
+            remaining = len(seq.prompt) - seq.computed
             n = min(remaining, budget)
             chunks.append(
                 PrefillChunk(seq.slot, seq.computed, seq.prompt[seq.computed : seq.computed + n])
@@ -379,7 +389,8 @@ class Scheduler:
         seq.unsent_ids = []
         if seq.request.request_id in self._running:
             del self._running[seq.request.request_id]
-            self._running_count = len(self._running)
+            with self._lock:
+                self._running_count = len(self._running)
             self._kv_used -= seq.computed
             if seq.slot is not None:
                 self.runner.release(seq.slot)

@@ -94,6 +94,11 @@ class ConversationRepository:
         self.session.flush()
         return row
 
+    def add_messages(self, rows: list[Message]) -> None:
+        """Store many new messages in the order given (parents before their children)."""
+        self.session.add_all(rows)
+        self.session.flush()
+
     def messages(self, conversation_id: str) -> list[Message]:
         """Every message of a conversation, in the order they were written."""
         query = (

@@ -1,0 +1,124 @@
+"""Case 24: ``kill -9`` of a real ``r1serve serve`` process in the middle of a reply.
+
+The tiny R1 model runs with ``ignore_eos`` and a long max_tokens so the reply is still being
+generated and saved when the process is killed. Afterwards the SQLite file passes its integrity
+check, the user's message is there, and the partial reply is kept and marked incomplete on the
+next start.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import r1serve
+from support.api import free_port
+from support.conversations import create, detail, iter_events, joined_text, take
+from support.models import TINY_R1_HF
+
+pytestmark = pytest.mark.slow
+START_TIMEOUT_S = 180
+
+
+@contextmanager
+def serve(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``r1serve serve`` of the tiny model in its own process; terminated at the end."""
+    port = free_port()
+    src = Path(r1serve.__file__).parents[1]
+    env = os.environ | {
+        "HF_HUB_OFFLINE": "1",
+        "R1SERVE_DATA_DIR": str(data_dir),
+        "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "r1serve", "serve", "--model", str(TINY_R1_HF)]
+    command += ["--no-auth", "--port", str(port), "--threads", "1", "--log-level", "warning"]
+    log = (data_dir / f"server-{port}.log").open("wb")
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert proc.poll() is None, (data_dir / f"server-{port}.log").read_text()
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.25)
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def _rows(database: Path) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(database)) as connection:
+        return connection.execute(
+            "SELECT role, status, content, reasoning FROM messages ORDER BY role DESC"
+        ).fetchall()
+
+
+def _saved_reply_length(database: Path) -> int:
+    try:
+        rows = _rows(database)
+    except sqlite3.OperationalError:  # locked for a moment by the server's write
+        return 0
+    return sum(len(r[2]) + len(r[3]) for r in rows if r[0] == "assistant")
+
+
+def test_kill_9_mid_reply_keeps_the_message_and_the_partial_reply(tmp_path: Path) -> None:
+    database = tmp_path / "r1serve.db"
+    with serve(tmp_path) as (proc, url), httpx.Client(base_url=url, timeout=30) as http:
+        settings = {"max_tokens": 3000, "ignore_eos": True, "temperature": 0}
+        cid = create(http, settings=settings)["id"]
+        path = f"/api/conversations/{cid}/messages"
+        with http.stream("POST", path, json={"content": "hi"}) as response:
+            events = iter_events(response.iter_lines())
+            streamed = take(events, 40)
+            deadline = time.monotonic() + 60
+            while _saved_reply_length(database) < 20:  # saved while it streams
+                assert time.monotonic() < deadline, "nothing of the reply was saved"
+                streamed += take(events, 5)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            with pytest.raises(httpx.HTTPError):
+                streamed += list(events)  # the stream breaks off; it never completes
+
+    with closing(sqlite3.connect(database)) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    user, assistant = _rows(database)  # ordered by role, user first
+    assert user[:3] == ("user", "complete", "hi")
+    assert assistant[1] == "generating"  # nobody could mark it
+    saved = assistant[3] + assistant[2]
+    seen = "".join(joined_text(streamed))
+    assert saved and (seen.startswith(saved) or saved.startswith(seen))
+
+    with serve(tmp_path) as (_, url), httpx.Client(base_url=url, timeout=30) as http:
+        question, reply = detail(http, cid)["messages"]
+        assert (question["content"], question["status"]) == ("hi", "complete")
+        assert reply["status"] == "incomplete"
+        assert (reply["reasoning"], reply["content"]) == (assistant[3], assistant[2])
+        assert detail(http, cid)["active_reply"] is None
+        # The conversation goes on.
+        http.patch(f"/api/conversations/{cid}", json={"settings": {"max_tokens": 5}})
+        after = http.post(f"/api/conversations/{cid}/messages", json={"content": "again"})
+        assert after.status_code == 200
+        assert [m["status"] for m in detail(http, cid)["messages"]][-1] == "complete"
