@@ -1,7 +1,8 @@
 """Test support for the browser tests: the app under uvicorn, Chromium, and page guards.
 
 The app runs on the fake engine in a background thread for the whole session; each test
-scripts the next reply through ``ScriptedReplies`` and gets a fresh browser context whose
+scripts the next reply through ``ScriptedReplies`` (by a marker in the prompt where replies
+run side by side) and gets a fresh browser context whose
 ``PageGuard`` records every request, dialog, console error and CSP violation, and refuses any
 request to another origin.
 """
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, Request, Route
@@ -44,18 +46,32 @@ PAGE_TRAPS = (Path(__file__).parent / "page_traps.js").read_text(encoding="utf-8
 
 
 class ScriptedReplies:
-    """The fake engine's reply source: every request gets the reply last given to ``set``."""
+    """The fake engine's reply source: the reply last given to ``set``, unless the newest user
+    turn of the prompt contains a marker given to ``when``. Every prompt asked about is kept."""
 
     def __init__(self) -> None:
         self._reply = FakeReply("Hello!")
+        self._by_marker: dict[str, FakeReply] = {}
         self._lock = threading.Lock()
+        self.prompts: list[str] = []
 
     def set(self, reply: FakeReply) -> None:
         with self._lock:
             self._reply = reply
+            self._by_marker.clear()
+
+    def when(self, marker: str, reply: FakeReply) -> None:
+        """Reply with ``reply`` to prompts whose last user turn contains ``marker``."""
+        with self._lock:
+            self._by_marker[marker] = reply
 
     def __call__(self, prompt: str) -> FakeReply:
+        last_turn = prompt.rsplit("<|im_start|>user", 1)[-1]
         with self._lock:
+            self.prompts.append(prompt)
+            for marker, reply in self._by_marker.items():
+                if marker in last_turn:
+                    return reply
             return self._reply
 
 
@@ -139,10 +155,24 @@ class ChatPage:
     guard: PageGuard
     server: UiServer
     chat_requests: list[dict[str, Any]] = field(default_factory=list)
+    # Every request to the conversation API: (method, path, headers, JSON body or None).
+    history_requests: list[tuple[str, str, dict[str, str], Any]] = field(default_factory=list)
 
-    def open(self) -> None:
-        self.page.goto(self.server.url + "/")
-        self.page.wait_for_selector(".chat[data-models=loaded]")
+    def open(self, path: str = "/") -> None:
+        self.page.goto(self.server.url + path)
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """The models are listed and a conversation (or a new chat) is shown."""
+        self.page.wait_for_selector(".chat[data-models=loaded][data-conversation]")
+
+    def conversation_id(self) -> str:
+        """The id of the conversation shown ("" for a new chat not sent yet)."""
+        return self.page.locator(".chat").get_attribute("data-conversation") or ""
+
+    def requests_to(self, method: str, suffix: str) -> list[tuple[str, str, dict[str, str], Any]]:
+        """Recorded conversation-API requests with this method whose path ends with suffix."""
+        return [r for r in self.history_requests if r[0] == method and r[1].endswith(suffix)]
 
     def send(self, text: str) -> None:
         self.page.fill(".composer-input", text)
@@ -184,8 +214,13 @@ class ChatPage:
         assert unsafe == [], unsafe
 
     def unsafe_now(self) -> list[str]:
-        """Unsafe nodes or attributes in the conversation as it is now."""
-        return list(self.page.evaluate("window.__unsafeIn(document.querySelector('.messages'))"))
+        """Unsafe nodes or attributes in the conversation, the titles and the heading, now."""
+        return list(
+            self.page.evaluate(
+                """() => [".messages", ".conversation-groups", ".conversation-heading"]
+                    .flatMap((selector) => window.__unsafeIn(document.querySelector(selector)))"""
+            )
+        )
 
 
 def new_chat_page(
@@ -207,6 +242,10 @@ def new_chat_page(
             body = request.post_data_json
             assert isinstance(body, dict), body
             chat.chat_requests.append(body)
+        path = urlsplit(request.url).path
+        if path.startswith("/api/conversations"):
+            body = request.post_data_json if request.post_data else None
+            chat.history_requests.append((request.method, path, request.headers, body))
 
     page.on("request", record_chat_request)
     return chat, context.close

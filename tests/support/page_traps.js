@@ -3,6 +3,7 @@
 // A trap a successful payload would spring (window.__pwned), a record of CSP violations (the
 // page itself must cause none), and a watch on the conversation that notes every unsafe node
 // or attribute the moment it appears, however briefly: the live half of reliability case 19.
+// The sidebar and the heading are watched too: titles are untrusted (case 20).
 (() => {
   window.__pwned = undefined;
   window.__cspViolations = [];
@@ -44,7 +45,8 @@
     return found;
   };
   const inConversation = (node) =>
-    node.nodeType === 1 && node.closest && node.closest(".messages") !== null;
+    node.nodeType === 1 && node.closest &&
+    node.closest(".messages, .sidebar, .conversation-heading") !== null;
   new MutationObserver((records) => {
     for (const record of records) {
       const nodes = record.type === "attributes" ? [record.target] : [...record.addedNodes];

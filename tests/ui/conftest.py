@@ -1,4 +1,8 @@
-"""Browser-test fixtures: one app server and one Chromium per session, a fresh page per test."""
+"""Browser-test fixtures: one app server and one Chromium per session, a fresh page per test.
+
+Every test that opens the page starts with no conversations and no reply running, so the
+sidebar shows only what the test made.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
+from support import history
 from support.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -38,15 +43,23 @@ def chromium() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def open_chat(chromium: Browser, ui_server: UiServer) -> Iterator[Callable[..., ChatPage]]:
-    """Open the chat page in a fresh context (keyword options go to ``new_context``)."""
+def empty_history(ui_server: UiServer) -> None:
+    """No conversations, and no reply generating, when the test starts."""
+    history.wipe(ui_server)
+
+
+@pytest.fixture
+def open_chat(
+    chromium: Browser, ui_server: UiServer, empty_history: None
+) -> Iterator[Callable[..., ChatPage]]:
+    """Open the chat page in a fresh context at ``path`` (other options go to ``new_context``)."""
     closers: list[Callable[[], None]] = []
 
-    def open_page(**context_options: Any) -> ChatPage:
+    def open_page(path: str = "/", **context_options: Any) -> ChatPage:
         context_options.setdefault("locale", "en-US")
         chat, close = new_chat_page(chromium, ui_server, **context_options)
         closers.append(close)
-        chat.open()
+        chat.open(path)
         return chat
 
     yield open_page

@@ -131,7 +131,10 @@ def test_usage_view_shows_my_requests(open_page: Callable[..., ChatPage]) -> Non
     chat.wait_idle()
     chat.server.accounts.usage.flush()
     page.click(".nav-link[data-view=usage]")
-    expect(page.locator(".usage-view table").last).to_contain_text("/v1/chat/completions")
+    # The page chats through the conversation API, and that use is counted too.
+    expect(page.locator(".usage-view table").last).to_contain_text(
+        "/api/conversations/{conversation_id}/messages"
+    )
     expect(page.locator(".tokens-today")).to_contain_text("no daily limit")
     chat.assert_nothing_unsafe_happened()
 

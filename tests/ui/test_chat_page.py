@@ -33,7 +33,8 @@ LONG_REPLY = "<think>\nShort thought.\n</think>\n\n" + " ".join(["word"] * 150)
 def test_page_loads_only_from_the_server(chat: ChatPage) -> None:
     requests = chat.guard.requests
     assert all(url.startswith(chat.server.url + "/") for url in requests), requests
-    for asset in ("marked.esm.js", "purify.es.js", "highlight.min.js", "style.css", "app.js"):
+    assets = ("marked.esm.js", "purify.es.js", "highlight.min.js", "style.css", "history.css")
+    for asset in (*assets, "app.js", "views/sidebar.js"):
         assert any(url.endswith(asset) for url in requests), asset
     assert chat.guard.console_errors == []
     expect(chat.page.locator(".model-select")).to_have_value(MODEL_NAME)
@@ -80,12 +81,14 @@ def test_markdown_and_reasoning_render_while_streaming(chat: ChatPage) -> None:
 
     thinking.locator("summary").click()  # the user can unfold it again
     expect(thinking).to_have_attribute("open", "")
-    request = chat.chat_requests[0]
-    assert request["stream"] is True and request["stream_options"] == {"include_usage": True}
-    assert request["model"] == MODEL_NAME
+    [(_, _, headers, body)] = chat.requests_to("POST", "/messages")
+    assert body == {"content": "Show me markdown"}
+    assert headers["accept"] == "text/event-stream"
+    [(_, _, _, created)] = chat.requests_to("POST", "/api/conversations")
+    assert created["model"] == MODEL_NAME
 
 
-def test_earlier_turns_send_only_their_answer(chat: ChatPage) -> None:
+def test_earlier_turns_reach_the_model_without_their_reasoning(chat: ChatPage) -> None:
     chat.server.replies.set(FakeReply("<think>\nsecret plan\n</think>\n\nFirst answer."))
     chat.send("one")
     chat.wait_idle()
@@ -93,12 +96,16 @@ def test_earlier_turns_send_only_their_answer(chat: ChatPage) -> None:
     chat.send("two")
     chat.wait_idle()
 
-    messages = chat.chat_requests[1]["messages"]
-    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
-    assert messages[0]["content"] == "one" and messages[2]["content"] == "two"
-    assert messages[1]["content"].strip() == "First answer."
-    assert "secret plan" not in json.dumps(chat.chat_requests[1])
+    prompt = chat.server.replies.prompts[-1]
+    assert prompt.index("one") < prompt.index("First answer.") < prompt.index("two")
+    assert "secret plan" not in prompt
     expect(chat.page.locator(".message.assistant")).to_have_count(2)
+    # The page names the branch it shows; the server builds the prompt from it.
+    first_reply = chat.page.locator(".message.assistant").first.get_attribute("data-id")
+    assert chat.requests_to("POST", "/messages")[1][3] == {
+        "content": "two",
+        "parent_id": first_reply,
+    }
 
 
 def test_stop_ends_the_generation_on_the_server(chat: ChatPage) -> None:
@@ -114,17 +121,17 @@ def test_stop_ends_the_generation_on_the_server(chat: ChatPage) -> None:
     expect(page.locator(".composer .stop")).to_be_hidden()
     expect(page.locator(".composer .send")).to_be_visible()
     expect(page.locator(".message.assistant .message-meta")).to_have_text("Stopped.")
+    assert len(chat.requests_to("POST", "/stop")) == 1
     deadline = time.monotonic() + 10
     while not chat.server.aborted() - aborted_before:
         assert time.monotonic() < deadline, "the server never aborted the request"
         time.sleep(0.05)
 
-    # The partial answer stays in the history of the next request.
+    # The partial answer stays in the history the next prompt is built from.
     chat.server.replies.set(FakeReply("ok"))
     chat.send("next")
     chat.wait_idle()
-    messages = chat.chat_requests[1]["messages"]
-    assert messages[1]["role"] == "assistant" and "word" in messages[1]["content"]
+    assert "word" in chat.server.replies.prompts[-1].split("Talk for a while", 1)[1]
 
 
 def test_enter_sends_and_shift_enter_adds_a_line(chat: ChatPage) -> None:
@@ -136,12 +143,12 @@ def test_enter_sends_and_shift_enter_adds_a_line(chat: ChatPage) -> None:
     page.keyboard.press("Shift+Enter")
     page.keyboard.type("line two")
     expect(box).to_have_value("line one\nline two")
-    assert chat.chat_requests == []
+    assert chat.requests_to("POST", "/messages") == []
 
     page.keyboard.press("Enter")
     expect(box).to_have_value("")
     expect(page.locator(".message.user .user-text")).to_have_text("line one\nline two")
-    assert chat.chat_requests[0]["messages"][-1]["content"] == "line one\nline two"
+    assert chat.requests_to("POST", "/messages")[0][3]["content"] == "line one\nline two"
 
     # While a reply streams, Enter neither sends nor loses what is typed.
     expect(page.locator(".chat")).to_have_attribute("data-state", "streaming")
@@ -149,7 +156,7 @@ def test_enter_sends_and_shift_enter_adds_a_line(chat: ChatPage) -> None:
     page.keyboard.press("Enter")
     expect(box).to_have_value("again")
     chat.wait_idle()
-    assert len(chat.chat_requests) == 1
+    assert len(chat.requests_to("POST", "/messages")) == 1
     expect(page.locator(".composer .send")).to_be_enabled()
 
 
@@ -163,7 +170,8 @@ def test_new_chat_clears_the_conversation(chat: ChatPage) -> None:
     expect(chat.page.locator(".empty-hint")).to_be_visible()
     chat.send("again")
     chat.wait_idle()
-    assert chat.chat_requests[1]["messages"] == [{"role": "user", "content": "again"}]
+    assert "hello" not in chat.server.replies.prompts[-1]
+    assert len(chat.requests_to("POST", "/api/conversations")) == 2  # a second conversation
 
 
 def test_server_error_message_is_shown(chat: ChatPage) -> None:
@@ -178,13 +186,28 @@ def test_server_error_message_is_shown(chat: ChatPage) -> None:
 
 
 def test_error_event_mid_stream_is_shown(chat: ChatPage) -> None:
+    def message(role: str, message_id: str, parent: str | None) -> dict[str, object]:
+        return {
+            "id": message_id, "parent_id": parent, "role": role, "content": "",
+            "reasoning": "", "status": "generating", "siblings": {"index": 0, "count": 1,
+            "ids": [message_id]},
+        }  # fmt: skip
+
+    start = {
+        "conversation_id": "c1",
+        "user_message": {**message("user", "u1", None), "content": "hi", "status": "complete"},
+        "assistant_message": message("assistant", "a1", "u1"),
+        "dropped_turns": 0,
+    }
     stream = (
-        'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":"partial"}}]}\n\n'
-        'data: {"error":{"message":"engine fell over","type":"server_error",'
+        f"event: start\nid: 1\ndata: {json.dumps(start)}\n\n"
+        'id: 2\ndata: {"choices":[{"index":0,"delta":{"content":"partial"}}]}\n\n'
+        'event: error\nid: 3\ndata: {"error":{"message":"engine fell over","type":"server_error",'
         '"param":null,"code":null}}\n\n'
+        "data: [DONE]\n\n"
     )
     chat.page.route(
-        "**/v1/chat/completions",
+        "**/api/conversations/*/messages",
         lambda route: route.fulfill(
             status=200, headers={"Content-Type": "text/event-stream"}, body=stream
         ),
@@ -193,6 +216,8 @@ def test_error_event_mid_stream_is_shown(chat: ChatPage) -> None:
     expect(chat.page.locator(".status")).to_have_text("Error: engine fell over")
     expect(chat.page.locator(".answer")).to_have_text("partial")
     expect(chat.page.locator(".message-meta.error")).to_have_text("engine fell over")
+    expect(chat.page.locator(".chat")).to_have_attribute("data-state", "idle")
+    expect(chat.page.locator(".message.assistant .regenerate")).to_be_visible()
 
 
 def test_language_switch_changes_the_ui_and_is_remembered(chat: ChatPage) -> None:
@@ -210,8 +235,9 @@ def test_language_switch_changes_the_ui_and_is_remembered(chat: ChatPage) -> Non
     expect(page.locator(".thinking summary")).to_have_text(re.compile(r"^已思考 \d+\.\d 秒$"))
 
     page.reload()
-    page.wait_for_selector(".chat[data-models=loaded]")
+    chat.wait_ready()
     expect(page.locator(".composer .send")).to_have_text("发送")
+    expect(page.locator(".thinking summary")).to_have_text(re.compile(r"^已思考 \d+\.\d 秒$"))
     expect(page.locator("#language-select")).to_have_value("zh-CN")
 
 

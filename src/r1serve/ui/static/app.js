@@ -6,9 +6,10 @@
 import { onUnauthorized } from "./api.js";
 import { LANGUAGES, initialLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
 import { currentUser, forgetUser, isAdmin, loadCurrentUser, logOut, onUserChange } from "./session.js";
+import { THEMES, initialTheme, setTheme, theme } from "./theme.js";
 import { createAdminUsersView } from "./views/admin-users.js";
 import { createChatView } from "./views/chat.js";
-import { h } from "./views/dom.js";
+import { fill, h } from "./views/dom.js";
 import { createKeysView } from "./views/keys.js";
 import { createLoginView } from "./views/login.js";
 import { createUsageView } from "./views/usage.js";
@@ -68,7 +69,7 @@ function renderNav() {
     user.method === "session"
       ? h("button", { type: "button", class: "logout", onclick: () => logOut() }, t("nav.logout"))
       : null;
-  nav.replaceChildren(...links, h("span", { class: "nav-user" }, user.username), logout);
+  fill(nav, links, h("span", { class: "nav-user" }, user.username), logout);
 }
 
 function setUpLanguagePicker() {
@@ -78,10 +79,23 @@ function setUpLanguagePicker() {
   picker.addEventListener("change", () => setLanguage(picker.value));
 }
 
+function setUpThemePicker() {
+  const picker = document.getElementById("theme-select");
+  const fillOptions = () => {
+    picker.replaceChildren(...THEMES.map((name) => new Option(t(`theme.${name}`), name)));
+    picker.value = theme();
+  };
+  fillOptions();
+  onLanguageChange(fillOptions);
+  picker.addEventListener("change", () => setTheme(picker.value));
+}
+
 async function main() {
+  setTheme(initialTheme(), { remember: false });
   // The browser's language is followed until the user picks one, which is then remembered.
   setLanguage(initialLanguage(), { remember: false });
   setUpLanguagePicker();
+  setUpThemePicker();
   onLanguageChange(renderNav);
   onUserChange((user) => showView(user ? "chat" : "login"));
   onUnauthorized(() => forgetUser());

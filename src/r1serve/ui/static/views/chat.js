@@ -1,8 +1,27 @@
-// The chat screen: model picker, conversation, composer, Stop and New chat.
+// The chat screen: the conversation sidebar, the open conversation, the composer.
+//
+// Conversations live on the server. Sending posts to /api/conversations/{id}/messages and reads
+// the reply stream; leaving a conversation (or this screen) only stops reading: the reply goes on
+// on the server, and opening the conversation again picks it up where the page left it. The open
+// conversation's id is in the address (#/c/<id>), so a reload comes back to it, mid-reply too.
 
-import { listModels, streamChat } from "../api.js";
+import { conversationInAddress, setConversationInAddress } from "../address.js";
+import { listModels } from "../api.js";
+import {
+  createConversation,
+  editMessage,
+  getConversation,
+  postMessage,
+  regenerateReply,
+  stopReply,
+  updateConversation,
+} from "../conversations.js";
 import { applyTranslations, onLanguageChange, t } from "../i18n.js";
-import { AssistantReply } from "./reply.js";
+import { LiveReply, followedReply, forgetReply } from "../live-replies.js";
+import { ChatTools } from "./chat-tools.js";
+import { SettingsPanel } from "./settings-panel.js";
+import { ConversationList } from "./sidebar.js";
+import { Thread } from "./thread.js";
 
 const MAX_INPUT_HEIGHT_PX = 240;
 const STICK_TO_BOTTOM_PX = 48;
@@ -11,18 +30,7 @@ const STICK_TO_BOTTOM_PX = 48;
 export function createChatView() {
   const template = document.getElementById("chat-view-template");
   const element = template.content.firstElementChild.cloneNode(true);
-  const ui = {
-    modelSelect: element.querySelector(".model-select"),
-    newChat: element.querySelector(".new-chat"),
-    messages: element.querySelector(".messages"),
-    emptyHint: element.querySelector(".empty-hint"),
-    form: element.querySelector(".composer"),
-    input: element.querySelector(".composer-input"),
-    send: element.querySelector(".send"),
-    stop: element.querySelector(".stop"),
-    status: element.querySelector(".status"),
-  };
-  const chat = new ChatController(element, ui);
+  const chat = new ChatController(element);
   let unsubscribe = () => {};
   return {
     element,
@@ -33,24 +41,65 @@ export function createChatView() {
     },
     unmount() {
       unsubscribe();
-      chat.stop();
+      chat.destroy();
     },
   };
 }
 
 class ChatController {
-  constructor(element, ui) {
-    this.element = element;
-    this.ui = ui;
-    this.turns = []; // { user, reply: AssistantReply, outcome }
-    this.controller = null;
+  constructor(layout) {
+    const find = (selector) => layout.querySelector(selector);
+    this.layout = layout;
+    this.element = find(".chat");
+    this.ui = {
+      modelSelect: find(".model-select"),
+      heading: find(".conversation-heading"),
+      messages: find(".messages"),
+      input: find(".composer-input"),
+      form: find(".composer"),
+      send: find(".send"),
+      stop: find(".stop"),
+      status: find(".status"),
+      panel: find(".settings-panel"),
+      exportMenu: find(".export-menu"),
+    };
+    this.conversation = null; // the open one without its messages; null: a new chat
+    this.draft = { system_prompt: "", settings: {} };
+    this.live = null; // the reply streaming in the open conversation
+    this.sending = false;
+    this.openSeq = 0;
     this.stickToBottom = true;
-    this.bind();
+    this.tools = new ChatTools(layout, {
+      conversationId: () => this.conversation?.id ?? null,
+      onImported: async (ids) => {
+        await this.sidebar.reload();
+        if (ids.length) await this.open(ids[0]);
+      },
+      setStatus: (message, isError) => this.setStatus(message, isError),
+    });
+    this.thread = new Thread(this.ui.messages, find(".empty-hint"), {
+      canChange: () => this.canChange(),
+      copy: (text, button, labelKey) => this.tools.copyText(text, button, labelKey),
+      edit: (entry, content) => this.edit(entry, content),
+      regenerate: (entry) => this.regenerate(entry),
+      switchBranch: (entry, siblingId) => this.switchBranch(siblingId),
+    });
+    this.sidebar = new ConversationList(find(".sidebar"), {
+      onOpen: (id) => this.open(id),
+      onDeleted: (id) => this.conversation?.id === id && this.newChat(),
+      onError: (message) => this.setStatus(t("status.error", { message }), true),
+    });
+    this.panel = new SettingsPanel(this.ui.panel, (values) => this.saveSettings(values));
+    this.onHashChange = () => {
+      const id = conversationInAddress();
+      if (id !== (this.conversation?.id ?? null)) (id ? this.open(id) : this.newChat());
+    };
+    this.bind(find);
     this.setBusy(false);
   }
 
-  bind() {
-    const { form, input, stop, newChat, messages } = this.ui;
+  bind(find) {
+    const { form, input, stop, messages, modelSelect } = this.ui;
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.send();
@@ -62,127 +111,365 @@ class ChatController {
         return;
       }
       event.preventDefault();
-      if (!this.controller) form.requestSubmit();
+      if (this.canChange()) form.requestSubmit();
     });
     input.addEventListener("input", () => {
       this.fitInput();
       this.updateSendButton();
     });
     stop.addEventListener("click", () => this.stop());
-    newChat.addEventListener("click", () => this.newChat());
+    find(".new-chat").addEventListener("click", () => this.newChat());
     messages.addEventListener("scroll", () => {
       const gap = messages.scrollHeight - messages.scrollTop - messages.clientHeight;
       this.stickToBottom = gap < STICK_TO_BOTTOM_PX;
     });
-    messages.addEventListener("click", (event) => this.copyCode(event));
+    modelSelect.addEventListener("change", () => this.changeModel());
   }
 
   async start() {
+    window.addEventListener("hashchange", this.onHashChange);
+    const id = conversationInAddress();
+    const models = this.loadModels();
+    this.sidebar.reload();
+    await models;
+    if (id) await this.open(id);
+    else this.newChat();
+  }
+
+  async loadModels() {
     this.setStatus(t("status.loadingModels"));
     try {
       const models = await listModels();
-      this.ui.modelSelect.replaceChildren(
-        ...models.map((id) => new Option(id, id)),
-      );
+      this.ui.modelSelect.replaceChildren(...models.map((id) => new Option(id, id)));
       this.setStatus(models.length ? "" : t("status.noModels"));
     } catch (error) {
       this.setStatus(t("status.modelsFailed", { message: error.message }), true);
     }
     this.element.dataset.models = "loaded";
     this.updateSendButton();
-    this.ui.input.focus();
   }
 
-  /** Abort the running generation: the fetch closes, and the server cancels on disconnect. */
-  stop() {
-    if (this.controller) this.controller.abort();
+  destroy() {
+    window.removeEventListener("hashchange", this.onHashChange);
+    this.openSeq += 1;
+    this.leave();
+    this.sidebar.destroy();
+  }
+
+  /** Stop following the open conversation's reply; it keeps generating on the server. */
+  leave() {
+    if (this.live) {
+      this.sidebar.setGenerating(this.live.conversationId, true);
+      this.live.detach();
+      this.live = null;
+    }
+    this.setBusy(false);
   }
 
   newChat() {
-    this.stop();
-    this.turns = [];
-    this.ui.messages.replaceChildren(this.ui.emptyHint);
+    this.leave();
+    this.openSeq += 1;
+    this.conversation = null;
+    this.draft = { system_prompt: "", settings: {} };
+    this.panel.load(this.draft);
+    this.thread.show([]);
+    setConversationInAddress(null);
+    this.sidebar.select(null);
+    this.showHeading();
     this.setStatus("");
+    this.tools.setDrawer(false);
+    this.element.dataset.conversation = "";
     this.ui.input.focus();
   }
 
-  /** What the server gets: user turns and the answers before them, never the reasoning. */
-  history() {
-    const messages = [];
-    for (const turn of this.turns) {
-      // A turn that ended without any answer (stopped early, failed) is left out entirely,
-      // so the next request does not carry an unanswered question.
-      if (!turn.reply.answer) continue;
-      messages.push({ role: "user", content: turn.user });
-      messages.push({ role: "assistant", content: turn.reply.answer });
+  /** Open a stored conversation; a reply still generating in it is followed again. */
+  async open(id) {
+    this.leave();
+    const seq = ++this.openSeq;
+    this.tools.setDrawer(false);
+    this.sidebar.select(id);
+    setConversationInAddress(id);
+    let conversation;
+    try {
+      conversation = await getConversation(id);
+    } catch (error) {
+      if (seq !== this.openSeq) return;
+      if (error.status === 404) this.sidebar.remove(id);
+      this.newChat();
+      this.setStatus(t("status.error", { message: error.message }), true);
+      return;
     }
-    return messages;
+    if (seq === this.openSeq) this.show(conversation);
+  }
+
+  /** Show a conversation from the server; keepStatus leaves the status line as it is. */
+  show(conversation, { keepStatus = false } = {}) {
+    const { messages = [], ...fields } = conversation;
+    this.conversation = fields;
+    this.selectModel(fields.model);
+    this.panel.load(fields);
+    this.showHeading();
+    const entries = [];
+    let generating = null;
+    for (const message of messages) {
+      if (message.role === "user") {
+        entries.push(this.thread.userEntry(message));
+      } else if (message.role === "assistant" && message.status === "generating") {
+        generating = followedReply(message.id) ?? new LiveReply(fields.id, message.id);
+        entries.push(this.thread.liveReplyEntry(generating, message));
+      } else if (message.role === "assistant") {
+        forgetReply(message.id); // it ended while the page was away
+        entries.push(this.thread.storedReplyEntry(message));
+      }
+    }
+    this.thread.show(entries);
+    this.stickToBottom = true;
+    this.followBottom();
+    if (!keepStatus) this.setStatus("");
+    this.element.dataset.conversation = fields.id;
+    this.sidebar.select(fields.id);
+    this.sidebar.setGenerating(fields.id, generating !== null);
+    if (generating) this.follow(generating, () => generating.reattach());
+  }
+
+  async reloadShown() {
+    if (!this.conversation) return;
+    const seq = this.openSeq;
+    try {
+      const conversation = await getConversation(this.conversation.id);
+      if (seq === this.openSeq && !this.live) this.show(conversation, { keepStatus: true });
+    } catch (error) {
+      if (seq === this.openSeq) this.setStatus(t("status.error", { message: error.message }), true);
+    }
   }
 
   async send() {
     const text = this.ui.input.value;
+    if (!this.canChange() || !text.trim()) return;
     const model = this.ui.modelSelect.value;
-    if (this.controller || !text.trim()) return;
     if (!model) {
       this.setStatus(t("status.noModels"), true);
       return;
     }
-    const messages = [...this.history(), { role: "user", content: text }];
-    const reply = new AssistantReply({ onRendered: () => this.followBottom() });
-    const turn = { user: text, reply };
-    this.turns.push(turn);
-    this.showTurn(turn);
+    this.sending = true;
+    this.updateSendButton();
+    try {
+      if (!this.conversation) {
+        const created = await createConversation({ model, ...this.draft });
+        this.conversation = created;
+        setConversationInAddress(created.id);
+        this.element.dataset.conversation = created.id;
+        this.sidebar.upsert(created);
+        this.sidebar.select(created.id);
+      }
+    } catch (error) {
+      this.setStatus(t("status.error", { message: error.message }), true);
+      return;
+    } finally {
+      this.sending = false;
+      this.updateSendButton();
+    }
+    const { id } = this.conversation;
+    const parentId = this.thread.entries.at(-1)?.message?.id ?? null;
     this.ui.input.value = "";
     this.fitInput();
-    this.setStatus("");
-    const controller = new AbortController();
-    this.controller = controller;
-    this.setBusy(true);
-    try {
-      const result = await this.readStream(reply, { model, messages, signal: controller.signal });
-      reply.finish({ outcome: "done", ...result });
-    } catch (error) {
-      if (error.name === "AbortError") {
-        reply.finish({ outcome: "stopped" });
-      } else {
-        const message = error.name === "ApiError" ? error.message : networkMessage(error);
-        reply.finish({ outcome: "error", errorMessage: message });
-        this.setStatus(t("status.error", { message }), true);
-      }
-    } finally {
-      if (this.controller === controller) this.controller = null;
-      this.setBusy(false);
-      this.followBottom();
-    }
+    await this.startReply({
+      open: (signal) => postMessage(id, { content: text, parentId }, { signal }),
+      keep: this.thread.entries.length,
+      userText: text,
+      // Refused before anything was stored: the text goes back where it was typed.
+      onRefused: () => {
+        if (!this.ui.input.value) this.ui.input.value = text;
+        this.fitInput();
+        this.updateSendButton();
+      },
+    });
   }
 
-  async readStream(reply, request) {
-    let usage = null;
-    let finishReason = null;
-    for await (const chunk of streamChat(request)) {
-      if (chunk.usage) usage = chunk.usage;
-      const choice = chunk.choices && chunk.choices[0];
-      if (!choice) continue;
-      const delta = choice.delta || {};
-      // The server sends the same text as reasoning_content and reasoning; read one.
-      reply.addReasoning(delta.reasoning_content ?? delta.reasoning);
-      reply.addAnswer(delta.content);
-      if (choice.finish_reason) finishReason = choice.finish_reason;
-    }
-    return { usage, finishReason };
+  edit(entry, content) {
+    const { id } = this.conversation;
+    return this.startReply({
+      open: (signal) => editMessage(id, entry.message.id, content, { signal }),
+      keep: this.thread.entries.indexOf(entry),
+      userText: content,
+    });
   }
 
-  showTurn(turn) {
-    this.ui.emptyHint.remove();
-    const user = document.createElement("article");
-    user.className = "message user";
-    const bubble = document.createElement("div");
-    bubble.className = "user-text";
-    bubble.textContent = turn.user; // the user's own text, shown as typed, never parsed
-    user.append(bubble);
-    this.ui.messages.append(user, turn.reply.element);
+  regenerate(entry) {
+    const { id } = this.conversation;
+    return this.startReply({
+      open: (signal) => regenerateReply(id, entry.message.id, { signal }),
+      keep: this.thread.entries.indexOf(entry),
+    });
+  }
+
+  /** Show a new reply (under a new user message when userText is given) as it streams. */
+  async startReply({ open, keep, userText = null, onRefused = () => {} }) {
+    const live = new LiveReply(this.conversation.id);
+    const entries = this.thread.entries.slice(0, keep);
+    if (userText !== null) entries.push(this.thread.userEntry({ role: "user", content: userText }));
+    entries.push(this.thread.liveReplyEntry(live));
+    this.thread.show(entries);
     this.stickToBottom = true;
     this.followBottom();
+    this.setStatus("");
+    await this.follow(live, async () => {
+      try {
+        await live.follow(open);
+      } catch (error) {
+        if (!live.messageId) onRefused();
+        throw error;
+      }
+    });
+  }
+
+  /** Follow a reply of the open conversation until it ends or the page leaves it. */
+  async follow(live, run) {
+    this.live = live;
+    live.reply.onRendered = () => this.followBottom();
+    live.hooks = {
+      onStart: (data) => this.onReplyStart(live, data),
+      onDone: (message) => this.onReplyEnd(live, message),
+      onError: (error) => {
+        this.setStatus(t("status.error", { message: error.message }), true);
+        const entry = this.entryOf(live);
+        const stored = error.storedMessage ?? (entry?.message && { ...entry.message, status: "error" });
+        this.onReplyEnd(live, stored);
+      },
+    };
+    this.setBusy(true);
+    let failure = null;
+    try {
+      await run();
+    } catch (error) {
+      failure = error;
+    }
+    if (this.live !== live) return; // the page left this conversation meanwhile
+    this.live = null;
+    this.setBusy(false);
+    if (failure && !live.messageId) {
+      // Refused before it started (a reply already running, a prompt too long): show why,
+      // and what the server holds now instead of the lines shown in hope.
+      this.setStatus(t("status.error", { message: failure.message }), true);
+      await this.reloadShown();
+    } else if (!live.finished) {
+      const message = failure ? failure.message : t("status.streamCut");
+      live.reply.finish({ outcome: "error", errorMessage: message });
+      this.setStatus(t("status.error", { message }), true);
+    }
+    this.followBottom();
+  }
+
+  entryOf(live) {
+    return this.thread.entries.find((entry) => entry.live === live) ?? null;
+  }
+
+  onReplyStart(live, data) {
+    const entries = this.thread.entries;
+    const entry = this.entryOf(live);
+    if (!entry) return;
+    entry.message = data.assistant_message;
+    this.thread.decorate(entry);
+    const above = entries[entries.indexOf(entry) - 1];
+    if (above && above.message.role === "user" && data.user_message && !above.editing) {
+      above.message = data.user_message;
+      this.thread.fillUser(above);
+    }
+    this.sidebar.setGenerating(live.conversationId, true);
+    if (live.stopWanted) this.stop();
+    this.refreshSidebarItem(live.conversationId);
+  }
+
+  onReplyEnd(live, message) {
+    const entry = this.entryOf(live);
+    if (entry && message) {
+      entry.message = message;
+      this.thread.decorate(entry);
+    }
+    this.sidebar.setGenerating(live.conversationId, false);
+    this.refreshSidebarItem(live.conversationId);
+  }
+
+  /** Stop the reply streaming in the open conversation (on the server: it stops for good). */
+  async stop() {
+    const live = this.live;
+    if (!live) return;
+    if (!live.messageId) {
+      live.stopWanted = true; // asked before the server named the reply: stop it once it does
+      return;
+    }
+    try {
+      await stopReply(live.conversationId, live.messageId);
+    } catch (error) {
+      this.setStatus(t("status.error", { message: error.message }), true);
+    }
+  }
+
+  async switchBranch(siblingId) {
+    const { id } = this.conversation;
+    try {
+      await updateConversation(id, { current_leaf_id: siblingId });
+    } catch (error) {
+      this.setStatus(t("status.error", { message: error.message }), true);
+      return;
+    }
+    await this.reloadShown();
+  }
+
+  async refreshSidebarItem(id) {
+    try {
+      const { messages, ...conversation } = await getConversation(id);
+      this.sidebar.upsert(conversation);
+      if (this.conversation?.id === id) {
+        this.conversation = { ...this.conversation, title: conversation.title };
+        this.showHeading();
+      }
+    } catch {
+      // The list is only a view; the next reload corrects it.
+    }
+  }
+
+  async saveSettings(values) {
+    if (!this.conversation) {
+      this.draft = values;
+      return t("settings.savedDraft");
+    }
+    // Settings are replaced whole: keep those the panel does not show (ignore_eos, say).
+    const settings = { ...this.conversation.settings, ...values.settings };
+    const updated = await updateConversation(this.conversation.id, { ...values, settings });
+    this.conversation = { ...this.conversation, ...updated };
+    return t("settings.saved");
+  }
+
+  async changeModel() {
+    const model = this.ui.modelSelect.value;
+    if (!this.conversation || !model) return;
+    try {
+      const updated = await updateConversation(this.conversation.id, { model });
+      this.conversation = { ...this.conversation, ...updated };
+    } catch (error) {
+      this.setStatus(t("status.error", { message: error.message }), true);
+    }
+  }
+
+  selectModel(model) {
+    const select = this.ui.modelSelect;
+    if (!model) return;
+    if (![...select.options].some((option) => option.value === model)) {
+      // A model this server no longer serves: shown, so the user sees why sending fails.
+      select.append(new Option(t("chat.modelGone", { model }), model));
+    }
+    select.value = model;
+  }
+
+  showHeading() {
+    const title = this.conversation ? this.conversation.title || t("history.untitled") : "";
+    this.ui.heading.textContent = title || t("header.newChat"); // a title is text, never HTML
+    this.ui.exportMenu.hidden = !this.conversation;
+  }
+
+  canChange() {
+    return !this.live && !this.sending;
   }
 
   followBottom() {
@@ -198,8 +485,7 @@ class ChatController {
   }
 
   updateSendButton() {
-    const ready = !this.controller && this.ui.input.value.trim() !== "";
-    this.ui.send.disabled = !ready;
+    this.ui.send.disabled = !this.canChange() || this.ui.input.value.trim() === "";
   }
 
   fitInput() {
@@ -215,26 +501,9 @@ class ChatController {
   }
 
   relabel() {
-    for (const turn of this.turns) turn.reply.relabel();
+    this.thread.relabel();
+    this.sidebar.relabel();
+    this.panel.relabel();
+    this.showHeading();
   }
-
-  async copyCode(event) {
-    const button = event.target.closest(".copy-code");
-    if (!button) return;
-    const code = button.closest(".code-block")?.querySelector("pre");
-    if (!code) return;
-    try {
-      await navigator.clipboard.writeText(code.textContent);
-      button.textContent = t("chat.copied");
-      window.setTimeout(() => {
-        button.textContent = t("chat.copy");
-      }, 1500);
-    } catch (error) {
-      this.setStatus(t("status.error", { message: error.message }), true);
-    }
-  }
-}
-
-function networkMessage(error) {
-  return t("status.networkError", { message: error.message || String(error) });
 }

@@ -1,9 +1,17 @@
-// One assistant reply as it streams: a folding "thinking" block and the markdown answer.
+// One assistant reply, streaming or stored: a folding "thinking" block and the markdown answer.
 
 import { renderMarkdown } from "../markdown.js";
 import { t } from "../i18n.js";
 
 const CLOCK_INTERVAL_MS = 100;
+
+// How a stored message's status shows: the outcome finish() takes.
+const OUTCOME_OF_STATUS = {
+  complete: "done",
+  stopped: "stopped",
+  incomplete: "incomplete",
+  error: "error",
+};
 
 /** The DOM and state of one assistant message; feed it deltas, then finish() it. */
 export class AssistantReply {
@@ -19,6 +27,9 @@ export class AssistantReply {
     this.firstTokenAt = null;
     this.lastTokenAt = null;
     this.outcome = null;
+    this.storedThinkingSeconds = null;
+    // False for a reply first seen mid-way (a reload): its replayed start says nothing of speed.
+    this.liveTiming = true;
 
     this.element = document.createElement("article");
     this.element.className = "message assistant";
@@ -72,37 +83,84 @@ export class AssistantReply {
 
   /**
    * Final render and the line under the reply.
-   * outcome: "done" | "stopped" | "error"; usage: the OpenAI usage object or null.
+   * outcome: "done" | "stopped" | "incomplete" | "error"; usage: the OpenAI usage object or null.
    */
-  finish({ outcome, usage = null, finishReason = null, errorMessage = "" }) {
+  finish({ outcome, usage = null, finishReason = null, errorMessage = "", droppedTurns = 0 }) {
     this.stopThinkingClock();
     if (this.frame) window.cancelAnimationFrame(this.frame);
     this.frame = 0;
     this.render();
-    this.outcome = { outcome, usage, finishReason, errorMessage };
+    this.outcome = { outcome, usage, finishReason, errorMessage, droppedTurns };
     this.element.dataset.state = outcome;
     this.relabel();
   }
 
+  /** Finish with the final stored message of a reply (the stream's `done` event). */
+  finishWith(message) {
+    if (message.reasoning_seconds !== null && message.reasoning_seconds !== undefined) {
+      // The server timed the thinking from its start, which a reattached reader missed.
+      this.storedThinkingSeconds = Number(message.reasoning_seconds);
+    }
+    // The stored text is the whole reply, the last word on what the stream showed.
+    this.replaceText(message.reasoning ?? this.reasoning, message.content ?? this.answer);
+    const outcome = OUTCOME_OF_STATUS[message.status] ?? "done";
+    const hasUsage = message.completion_tokens !== null && message.completion_tokens !== undefined;
+    this.finish({
+      outcome,
+      usage: hasUsage
+        ? { prompt_tokens: message.prompt_tokens, completion_tokens: message.completion_tokens }
+        : null,
+      finishReason: message.finish_reason,
+      errorMessage: outcome === "error" ? errorText(message.error) : "",
+      droppedTurns: message.dropped_turns || 0,
+    });
+  }
+
+  /** Show a stored message that is no longer generating (no live timing, so no rate). */
+  showStored(message) {
+    this.finishWith(message);
+    this.thinking.open = false;
+  }
+
+  replaceText(reasoning, answer) {
+    if (reasoning !== this.reasoning) {
+      this.reasoning = String(reasoning);
+      this.dirty.reasoning = true;
+    }
+    if (answer !== this.answer) {
+      this.answer = String(answer);
+      this.dirty.answer = true;
+    }
+    if (this.reasoning) this.thinking.hidden = false;
+  }
+
   /** Re-write the texts that depend on the language (after a switch, and as the clock runs). */
   relabel() {
-    if (this.thinkingStartedAt !== null) {
+    const thinkingOver = this.thinkingStartedAt === null || this.thinkingEndedAt !== null;
+    if (this.storedThinkingSeconds !== null && thinkingOver) {
+      const seconds = this.storedThinkingSeconds.toFixed(1);
+      this.thinkingLabel.textContent = t("chat.thought", { seconds });
+    } else if (this.thinkingStartedAt !== null) {
       const end = this.thinkingEndedAt ?? performance.now();
       const seconds = ((end - this.thinkingStartedAt) / 1000).toFixed(1);
       const key = this.thinkingEndedAt === null ? "chat.thinking" : "chat.thought";
       this.thinkingLabel.textContent = t(key, { seconds });
+    } else if (this.reasoning) {
+      this.thinkingLabel.textContent = t("chat.thoughtUntimed");
     }
     if (this.outcome) this.meta.textContent = this.metaText();
     this.meta.classList.toggle("error", this.outcome?.outcome === "error");
   }
 
   metaText() {
-    const { outcome, usage, finishReason, errorMessage } = this.outcome;
-    if (outcome === "stopped") return t("chat.stopped");
+    const { outcome, usage, finishReason, errorMessage, droppedTurns } = this.outcome;
     if (outcome === "error") return errorMessage;
     const parts = [];
-    if (usage) parts.push(this.usageText(usage));
+    if (outcome === "stopped") parts.push(t("chat.stopped"));
+    if (outcome === "incomplete") parts.push(t("chat.incomplete"));
+    if (usage && outcome === "done") parts.push(this.usageText(usage));
     if (finishReason === "length") parts.push(t("chat.finishLength"));
+    if (droppedTurns > 0) parts.push(t("chat.droppedTurns", { count: droppedTurns }));
     return parts.join(" · ");
   }
 
@@ -111,7 +169,7 @@ export class AssistantReply {
     const completion = usage.completion_tokens ?? 0;
     // Decode speed: tokens after the first over the time between first and last token.
     const seconds = (this.lastTokenAt - this.firstTokenAt) / 1000;
-    if (completion > 1 && seconds > 0) {
+    if (this.liveTiming && this.firstTokenAt !== null && completion > 1 && seconds > 0) {
       const rate = ((completion - 1) / seconds).toFixed(1);
       return t("chat.usage", { prompt, completion, rate });
     }
@@ -153,4 +211,10 @@ export class AssistantReply {
     }
     this.onRendered();
   }
+}
+
+function errorText(error) {
+  if (error && typeof error === "object" && error.message) return String(error.message);
+  if (typeof error === "string" && error) return error;
+  return t("chat.failed");
 }
