@@ -25,7 +25,8 @@ def test_readmes_quick_start_is_make_run_and_make_test() -> None:
 def test_readmes_cover_the_same_commands() -> None:
     english = (ROOT / "README.md").read_text()
     chinese = (ROOT / "README.zh-CN.md").read_text()
-    for command in ("r1serve serve", "r1serve chat", "r1serve models", "r1serve pull",
+    for command in ("r1serve serve", "r1serve chat", "r1serve bench", "r1serve models",
+                    "r1serve pull", "r1serve users", "r1serve keys", "docs/history.md",
                     "r1serve ls", "r1serve rm", "/v1/chat/completions", "/stream-generate",
                     "/generate", "reasoning_content"):  # fmt: skip
         assert command in english, command
