@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from r1serve.engine.gguf_cache import cache_entry
+from r1serve.engine.gguf_cache import cache_entry, store
 from r1serve.engine.loader import load_model, resolve_model_source
-from support.models import TINY_R1_GGUF
+from support.models import TINY_R1_GGUF, TINY_R1_HF
 
 
 @pytest.mark.slow
@@ -31,9 +31,25 @@ def test_second_load_comes_from_the_cache_with_equal_weights(tmp_path: Path) -> 
 
 
 def test_unwritable_cache_only_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    gguf = Path(shutil.copy(TINY_R1_GGUF, tmp_path / "tiny-r1.gguf"))
+    loaded = load_model(resolve_model_source(str(TINY_R1_HF)))
     blocker = tmp_path / "cache"
     blocker.write_text("a file where the cache folder should be")
-    loaded = load_model(resolve_model_source(str(gguf)), cache_dir=blocker)
-    assert loaded.model is not None
+    store(loaded.model, blocker / "entry")
     assert "could not cache" in caplog.text
+    assert not (blocker / "entry").exists()
+
+
+def test_a_copy_of_the_file_finds_the_same_entry(tmp_path: Path) -> None:
+    one = Path(shutil.copy(TINY_R1_GGUF, tmp_path / "a.gguf"))
+    (tmp_path / "b").mkdir()
+    two = Path(shutil.copy(TINY_R1_GGUF, tmp_path / "b" / "a.gguf"))
+    root = tmp_path / "cache"
+    assert cache_entry(one, torch.float32, root) == cache_entry(two, torch.float32, root)
+    assert cache_entry(one, torch.float32, root) != cache_entry(one, torch.bfloat16, root)
+    with two.open("r+b") as handle:  # same size and name, other content: another entry
+        handle.seek(-1, 2)
+        last = handle.read(1)
+        handle.seek(-1, 2)
+        handle.write(b"\x01" if last == b"\x00" else b"\x00")
+    assert two.stat().st_size == one.stat().st_size
+    assert cache_entry(one, torch.float32, root) != cache_entry(two, torch.float32, root)

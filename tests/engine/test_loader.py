@@ -20,7 +20,7 @@ from r1serve.engine.loader import (
     resolve_model_source,
 )
 from r1serve.errors import ConfigError, ModelNotFoundError, UnsupportedModelError
-from support.models import TINY_R1_HF, TINY_RAW
+from support.models import TINY_R1_HF, TINY_RAW, gguf_cache_dir
 
 TEMPLATES = Path(__file__).parent.parent / "fixtures" / "templates"
 TINY_REPLY_IDS = [151648, 198, 32313, 11, 279, 1196, 2727, 23811, 13, 358, 1265, 40786, 1105]
@@ -292,7 +292,7 @@ def test_tiny_r1_reply_from_hf(tiny_hf: LoadedModel) -> None:
 
 @pytest.mark.slow
 def test_tiny_r1_reply_from_gguf_alone(tiny_gguf_alone: Path) -> None:
-    loaded = load_model(resolve_model_source(str(tiny_gguf_alone)))
+    loaded = load_model(resolve_model_source(str(tiny_gguf_alone)), cache_dir=gguf_cache_dir())
     assert loaded.eos_token_ids == frozenset({151643})
     assert loaded.bos_token_id == 151646
     assert loaded.context_length == 4096
@@ -305,7 +305,7 @@ def test_tiny_r1_reply_from_gguf_alone(tiny_gguf_alone: Path) -> None:
 
 @pytest.mark.slow
 def test_embedded_smollm2_loads_and_answers() -> None:
-    loaded = load_model(resolve_model_source(None))
+    loaded = load_model(resolve_model_source(None), cache_dir=gguf_cache_dir())
     assert loaded.config.model_type == "llama"
     assert loaded.eos_token_ids == frozenset({2})  # <|im_end|>, also the GGUF's EOS
     assert loaded.bos_token_id == 1

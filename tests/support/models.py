@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -19,3 +20,8 @@ TINY_REPLY_IDS = (
     151648, 198, 32313, 11, 279, 1196, 2727, 23811, 13, 358, 1265, 40786, 1105, 1182, 624,
     151649, 271, 9707, 0, 2585, 646, 358, 1492, 498, 3351, 30, 151643,
 )  # fmt: skip
+
+
+def gguf_cache_dir() -> Path:
+    """The test session's converted-GGUF cache (set up in tests/conftest.py)."""
+    return Path(os.environ["R1SERVE_CACHE_DIR"]) / "gguf"

@@ -1,9 +1,10 @@
 """A safetensors copy of each GGUF's dequantized weights, so later starts skip the conversion.
 
 transformers converts a GGUF by reading the whole file twice and dequantizing every tensor
-(about 20 s for SmolLM2-135M on two cores). The result depends only on the file, the dtype and
-the transformers version, so it is saved once under the data directory and loaded from there
-afterwards (about a second). A cache that cannot be written is skipped with a warning.
+(about 20 s for SmolLM2-135M on two cores). The result depends only on the file's content, the
+dtype and the transformers version, so it is saved once under the cache directory and loaded
+from there afterwards (about a second); the same file copied elsewhere finds it too. A cache
+that cannot be written is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -22,13 +23,36 @@ _DONE = "complete"
 
 
 def cache_entry(gguf: Path, dtype: Any, root: Path) -> Path:
-    """Where the converted copy of ``gguf`` at ``dtype`` lives."""
+    """Where the converted copy of ``gguf`` at ``dtype`` lives (keyed by the file's content)."""
     import transformers
 
-    stat = gguf.stat()
-    key = f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{dtype}|{transformers.__version__}"
+    key = f"{content_digest(gguf, root)}|{dtype}|{transformers.__version__}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return root / f"{gguf.stem}-{digest}"
+
+
+def content_digest(path: Path, root: Path) -> str:
+    """sha256 of the file, remembered per (path, size, mtime) so it is read once."""
+    stat = path.stat()
+    memo_key = hashlib.sha256(
+        f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+    ).hexdigest()[:24]
+    memo = root / "digests" / memo_key
+    try:
+        return memo.read_text().strip()
+    except OSError:
+        pass
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            sha.update(chunk)
+    digest = sha.hexdigest()
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(digest + "\n")
+    except OSError:
+        pass  # only a speed-up
+    return digest
 
 
 def load_cached(entry: Path, dtype: Any, device_map: Any = None) -> Any | None:
