@@ -37,7 +37,10 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 # ORG/NAME as the hub spells repo ids; no "..", no leading dot, so a name cannot walk out.
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# Names the local store may know: NAME, ORG/NAME, optionally :TAG.
+# Names the local store may know: ORG/NAME[@REV][:FILE], never a path that climbs or is absolute.
+_STORE_NAME = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?(@[^:]+)?(:.+)?$"
+)
 _PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 # Tokens that end a turn in common chat templates; the model must stop on them too.
 _TURN_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
@@ -120,7 +123,7 @@ def _resolve(spec: str, store_lookup: Callable[[str], Path | None] | None) -> Mo
     candidate = Path(spec).expanduser()
     if candidate.exists():
         return _source_at(candidate, _display_name(candidate))
-    if store_lookup is not None:  # it returns None for anything that is not a stored name
+    if store_lookup is not None and _looks_like_store_name(spec):
         stored = store_lookup(spec)
         if stored is not None:
             if not stored.exists():
@@ -138,6 +141,12 @@ def _resolve(spec: str, store_lookup: Callable[[str], Path | None] | None) -> Mo
         f"model {spec!r} not found: expected a model directory, a .gguf file, a name from "
         "`r1serve ls`, or a hub id ORG/NAME (download with `r1serve pull ORG/NAME`)"
     )
+
+
+def _looks_like_store_name(spec: str) -> bool:
+    """Whether ``spec`` may be a name `r1serve ls` shows; paths never reach the store."""
+    parts = re.split(r"[/\\]", spec)
+    return _STORE_NAME.match(spec) is not None and not any(p in (".", "..") for p in parts)
 
 
 def _embedded_default() -> ModelSource:
