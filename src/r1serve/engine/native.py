@@ -300,8 +300,11 @@ class NativeRunner:
         pos = torch.tensor(positions, device=self.device)  # [n]
         ids = torch.tensor(tokens, device=self.device).unsqueeze(1)  # [n, 1]
         key_len = max(positions) + 1
-        mask = torch.arange(key_len, device=self.device)[None, :] <= pos[:, None]  # [n, K]
-        hidden = self._forward(ids, pos.unsqueeze(1), mask[:, None, None, :], n, key_len)
+        visible = torch.arange(key_len, device=self.device)[None, :] <= pos[:, None]  # [n, K]
+        # An additive mask: with one query per row, SDPA's fast path takes it as it is.
+        mask = torch.zeros(n, 1, 1, key_len, dtype=self.dtype, device=self.device)
+        mask.masked_fill_(~visible[:, None, None, :], float("-inf"))
+        hidden = self._forward(ids, pos.unsqueeze(1), mask, n, key_len)
         for inp, row in zip(inputs, rows, strict=True):
             self._length[row] = inp.position + 1
             tokens = self._tokens[row]
@@ -393,7 +396,15 @@ class NativeRunner:
                     index = torch.tensor(rows, device=dev)
                     keys = layer.k_cache[:, :, :key_len].index_select(0, index)
                     values = layer.v_cache[:, :, :key_len].index_select(0, index)
-            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=m, enable_gqa=True)
+            if t == 1:
+                # One query per row: fold each KV head's query group into the query axis
+                # ([B, KV, G, D]), cheaper than enable_gqa broadcasting. # [B, H, 1, D] out
+                groups = self.n_heads // self.n_kv
+                folded = q.reshape(b, self.n_kv, groups, self.head_dim)
+                o = F.scaled_dot_product_attention(folded, keys, values, attn_mask=m)
+                o = o.reshape(b, self.n_heads, 1, self.head_dim)
+            else:
+                o = F.scaled_dot_product_attention(q, keys, values, attn_mask=m, enable_gqa=True)
             x = x + layer.o_proj(o.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))[0]
             h = _rms(x, layer.norm2)
             gate, up = layer.gate_up(h)
