@@ -9,7 +9,7 @@ import pytest
 
 from r1serve.engine.fake import FakeEngine, FakeReply
 from r1serve.engine.protocol import Delta, GenerationRequest, SamplingParams
-from r1serve.engine.scheduler import SchedulerConfig
+from r1serve.engine.scheduler import IDLE_PREFILL_FACTOR, SchedulerConfig
 from r1serve.errors import ContextLengthError, OverloadedError
 
 
@@ -66,7 +66,7 @@ def test_requests_join_a_running_batch() -> None:
 
 def test_long_prompt_is_prefilled_in_chunks_between_decode_steps() -> None:
     engine = FakeEngine(
-        FakeReply(chunks=[f"{i} " for i in range(40)], delay_s=0.002),
+        FakeReply(chunks=[f"{i} " for i in range(400)], delay_s=0.002),
         scheduler_config=SchedulerConfig(max_prefill_tokens=64),
     )
     runner = engine.fake_runner
@@ -86,6 +86,25 @@ def test_long_prompt_is_prefilled_in_chunks_between_decode_steps() -> None:
             await engine.close()
 
     run(main())
+
+
+def test_while_nothing_decodes_a_wave_of_prompts_is_prefilled_in_larger_steps() -> None:
+    engine = FakeEngine(
+        FakeReply(chunks=["a", "b"]), scheduler_config=SchedulerConfig(max_prefill_tokens=64)
+    )
+    runner = engine.fake_runner
+
+    async def main() -> None:
+        await engine.start()
+        try:
+            await collect(engine, request("alone", prompt=[7] * 1000, max_tokens=2))
+            # No stream could stall, so the budget was 8 x 64: two chunks, not sixteen.
+            assert runner.prefill_tokens == [512, 488]
+        finally:
+            await engine.close()
+
+    run(main())
+    assert IDLE_PREFILL_FACTOR == 8
 
 
 def test_full_queue_raises_overloaded_with_retry_after() -> None:
