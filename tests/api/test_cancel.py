@@ -88,7 +88,8 @@ def test_cancelling_one_request_leaves_others_intact(live_server: Start) -> None
 def test_client_that_never_reads_is_dropped(live_server: Start) -> None:
     from support.api import make_settings
 
-    big = FakeReply(chunks=["x" * 4000] * 5000, delay_s=0.0)
+    # Endless, so that only the dropped client can end it, however fast the machine is.
+    big = FakeReply(chunks=["x" * 4000], eos=False, repeat=True, delay_s=0.001)
     server = live_server(big, settings=make_settings(send_timeout_s=1.0))
     sock = socket.create_connection(("127.0.0.1", server.port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
