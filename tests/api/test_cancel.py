@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from r1serve.engine.fake import FakeReply
 from support.api import HI, LiveServer, wait_for
@@ -85,7 +86,9 @@ def test_cancelling_one_request_leaves_others_intact(live_server: Start) -> None
     assert sorted(server.engine.finished.values()) == ["abort", "stop"]
 
 
-def test_client_that_never_reads_is_dropped(live_server: Start) -> None:
+def test_client_that_never_reads_is_dropped(
+    live_server: Start, caplog: pytest.LogCaptureFixture
+) -> None:
     from support.api import make_settings
 
     # Endless, so that only the dropped client can end it, however fast the machine is.
@@ -105,3 +108,8 @@ def test_client_that_never_reads_is_dropped(live_server: Start) -> None:
         assert wait_for(lambda: list(server.engine.finished.values()) == ["abort"], 20)
     finally:
         sock.close()
+    # One log line says what happened; no traceback reaches the log.
+    dropped = [r for r in caplog.records if "stopped reading" in r.getMessage()]
+    assert len(dropped) == 1 and dropped[0].levelname == "WARNING"
+    assert "/v1/chat/completions" in dropped[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records)

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Receive, Scope, Send
 
 from r1serve.api.service import Output
 from r1serve.engine.protocol import Usage
@@ -24,6 +26,21 @@ DONE = "[DONE]"
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+class _EventStream(EventSourceResponse):
+    """An SSE response that drops a client who stopped reading with a log line, not a traceback."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.warning(
+                "%s %s: the client stopped reading for %.1f s; stream dropped",
+                scope.get("method", ""),
+                scope.get("path", ""),
+                self.send_timeout or 0.0,
+            )
+
+
 def event_stream(
     events: AsyncIterator[str | ServerSentEvent],
     *,
@@ -31,9 +48,7 @@ def event_stream(
     headers: dict[str, str] | None = None,
 ) -> EventSourceResponse:
     """An SSE response; a gone or stalled client closes ``events`` (and so the generation)."""
-    return EventSourceResponse(
-        events, sep="\n", ping=15, send_timeout=send_timeout_s, headers=headers
-    )
+    return _EventStream(events, sep="\n", ping=15, send_timeout=send_timeout_s, headers=headers)
 
 
 def _usage_dict(usage: Usage) -> dict[str, int]:
