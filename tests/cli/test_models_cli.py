@@ -56,6 +56,31 @@ def test_models_marks_fits_and_recommends(
     assert "671B (37.6B active)" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("device", "served"),
+    [
+        (CPU_24, "deepseek-ai/DeepSeek-R1-Distill-Llama-8B in bf16 (--dtype bfloat16"),
+        (GPU_80, "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B in bf16 (its default on CUDA)"),
+    ],
+)
+def test_models_says_what_r1serve_itself_serves_when_the_pick_is_quantized(
+    machine: Machine, device: MemoryDevice, served: str
+) -> None:
+    machine(device)
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "needs a quantized runtime" in result.stdout
+    assert f"The largest it serves here: {served}" in result.stdout
+
+
+def test_no_serving_line_when_the_pick_is_already_bf16(machine: Machine) -> None:
+    machine(MemoryDevice("cuda", 0, "a big pod", 2048 * GIB, 2000 * GIB))
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "Recommended: deepseek-ai/DeepSeek-R1 in bf16" in result.stdout
+    assert "quantized runtime" not in result.stdout
+
+
 def test_models_json_and_context(machine: Machine) -> None:
     machine(GPU_24)
     result = runner.invoke(app, ["models", "--json", "--context", "4096"])
@@ -64,6 +89,11 @@ def test_models_json_and_context(machine: Machine) -> None:
     assert document["context"] == 4096
     assert document["device"]["name"] == GPU_24.name
     assert document["recommendation"]["repo_id"] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"
+    served = document["r1serve_recommendation"]
+    assert (served["repo_id"], served["precision"]) == (
+        "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",  # 14B in bf16 needs about 29 GiB at 4k
+        "bf16",
+    )
     by_repo = {m["repo_id"]: m for m in document["models"]}
     qwen_1_5 = by_repo["deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"]
     assert qwen_1_5["kv_bytes_per_1k_tokens"] == 28 * 1024 * 1000

@@ -71,13 +71,19 @@ def fitting_precisions(estimate: MemoryEstimate, budget_bytes: int) -> list[Prec
 
 
 def recommend(
-    entries: Sequence[CatalogEntry], budget_bytes: int, context: int
+    entries: Sequence[CatalogEntry],
+    budget_bytes: int,
+    context: int,
+    precisions: Sequence[Precision] = PRECISIONS,
 ) -> Recommendation | None:
-    """The largest model that fits at ``context`` tokens, at the highest precision that fits."""
+    """The largest model that fits at ``context`` tokens, at the highest precision that fits.
+
+    ``precisions`` limits the choice, e.g. to ``("bf16",)``: what r1serve itself computes in.
+    """
     best: tuple[int, CatalogEntry, Precision, int] | None = None
     for entry in entries:
         estimate = estimate_memory(entry.architecture, context)
-        fitting = fitting_precisions(estimate, budget_bytes)
+        fitting = [p for p in fitting_precisions(estimate, budget_bytes) if p in precisions]
         if not fitting:
             continue
         size = estimate.parameters.total

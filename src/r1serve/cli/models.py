@@ -32,6 +32,7 @@ from r1serve.cli.console import exit_on_error, format_bytes, format_count, stdou
 from r1serve.settings import Settings
 
 DEFAULT_CONTEXT = 32768  # DeepSeek's suggested generation limit for R1 reasoning traces
+SERVED_PRECISION: Precision = "bf16"  # r1serve computes in bf16 or fp32; GGUFs are dequantized
 
 
 def _device_line(device: MemoryDevice, context: int) -> str:
@@ -85,6 +86,27 @@ def _recommendation_line(choice: Recommendation | None, context: int) -> str:
     )
 
 
+def _serving_line(
+    choice: Recommendation | None, serving: Recommendation | None, device: MemoryDevice
+) -> str | None:
+    """What r1serve itself can serve, when the recommendation needs a quantized runtime."""
+    if choice is None or choice.precision == SERVED_PRECISION:
+        return None
+    head = (
+        f"{choice.precision} needs a quantized runtime (e.g. llama.cpp): r1serve computes in bf16 "
+        "or float32 (a GGUF is dequantized when loaded)"
+    )
+    if serving is None:
+        return f"{head}, and nothing fits here in bf16."
+    how = "its default on CUDA"
+    if device.kind != "cuda":
+        how = "--dtype bfloat16; float32, the CPU default, takes twice"
+    return (
+        f"{head}. The largest it serves here: {serving.repo_id} in bf16 ({how}), "
+        f"{format_bytes(serving.total_bytes)}."
+    )
+
+
 def _estimate_json(estimate: MemoryEstimate, budget: int) -> dict[str, Any]:
     return {
         "parameters": estimate.parameters.total,
@@ -111,6 +133,7 @@ def show_catalog(device: MemoryDevice, context: int, as_json: bool) -> None:
     entries = load_catalog()
     budget = device.free_bytes
     choice = recommend(entries, budget, context)
+    serving = recommend(entries, budget, context, (SERVED_PRECISION,))
     if as_json:
         models = [
             {"repo_id": e.repo_id, "family": e.family, "note": e.note}
@@ -121,8 +144,13 @@ def show_catalog(device: MemoryDevice, context: int, as_json: bool) -> None:
         if choice is not None:
             recommendation = {"repo_id": choice.repo_id, "precision": choice.precision}
             recommendation["total_bytes"] = choice.total_bytes
+        served: dict[str, Any] | None = None
+        if serving is not None:
+            served = {"repo_id": serving.repo_id, "precision": serving.precision}
+            served["total_bytes"] = serving.total_bytes
         document = {"device": _device_json(device), "context": context, "models": models}
-        typer.echo(json.dumps(document | {"recommendation": recommendation}, indent=2))
+        document |= {"recommendation": recommendation, "r1serve_recommendation": served}
+        typer.echo(json.dumps(document, indent=2))
         return
     console = stdout_console()
     console.print(_device_line(device, context))
@@ -133,6 +161,9 @@ def show_catalog(device: MemoryDevice, context: int, as_json: bool) -> None:
         f"✓: fits in the {format_bytes(budget)} free. int8/int4 include per-block scales."
     )
     console.print(_recommendation_line(choice, context))
+    line = _serving_line(choice, serving, device)
+    if line is not None:
+        console.print(line)
 
 
 def show_estimate(result: SourceEstimate, device: MemoryDevice, as_json: bool) -> None:
