@@ -85,7 +85,10 @@ def test_cancel_frees_the_slot_visibly_in_metrics(live_server: Start) -> None:
             assert wait_for(
                 lambda: metric(http.get("/metrics").text, "r1serve_requests_running") == 1
             )
-            assert metric(http.get("/metrics").text, "r1serve_kv_cache_tokens_used") > 0
+            # Admitted before its prompt is prefilled: the KV cache fills a step later.
+            assert wait_for(
+                lambda: metric(http.get("/metrics").text, "r1serve_kv_cache_tokens_used") > 0
+            )
         assert wait_for(lambda: metric(http.get("/metrics").text, "r1serve_requests_running") == 0)
         text = http.get("/metrics").text
         assert metric(text, "r1serve_kv_cache_tokens_used") == 0
