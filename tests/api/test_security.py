@@ -213,3 +213,21 @@ def test_no_auth_mode_runs_as_the_local_admin() -> None:
         assert (me["username"], me["role"], me["method"]) == ("admin", "admin", "local")
         assert me["auth_enabled"] is False
         assert app.client.get("/v1/models").status_code == 200
+
+
+def test_start_up_banner_keeps_the_generated_password_whole_on_a_narrow_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from r1serve.api.server import announce
+
+    password = "LaouIjcXtPnjddRQeTdVJw"
+    out = io.StringIO()
+    console = Console(file=out, width=40, force_terminal=False, color_system=None)
+    settings = Settings(_env_file=None, auth=True)
+    announce(console, settings, "http://127.0.0.1:8000", password)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2  # one per message, never broken mid-way
+    assert "http://127.0.0.1:8000" in lines[0]
+    assert f"as admin with password {password} (shown only now" in lines[1]

@@ -68,8 +68,7 @@ def run_server(settings: Settings, from_flags: Iterable[str] = ()) -> None:
     try:
         app = create_app(settings, built.engine, accounts)
         url = url_for(settings.host, settings.port)
-        console.print(f"serving on [bold]{url}[/bold] (chat page at /, OpenAI API at /v1)")
-        console.print(login_hint(settings, url, accounts.generated_admin_password))
+        announce(console, settings, url, accounts.generated_admin_password)
         uvicorn.run(
             app,
             host=settings.host,
@@ -81,6 +80,17 @@ def run_server(settings: Settings, from_flags: Iterable[str] = ()) -> None:
         )
     finally:
         close_accounts(accounts)
+
+
+def announce(
+    console: Console, settings: Settings, url: str, generated_password: str | None
+) -> None:
+    """Where the server listens and how to log in; lines are never broken, so that the URL and
+    a generated password stay whole to copy, also from a narrow terminal or a piped log."""
+    console.print(
+        f"serving on [bold]{url}[/bold] (chat page at /, OpenAI API at /v1)", soft_wrap=True
+    )
+    console.print(login_hint(settings, url, generated_password), soft_wrap=True)
 
 
 def login_hint(settings: Settings, url: str, generated_password: str | None) -> str:
