@@ -81,7 +81,9 @@ def test_cancel_frees_the_slot_visibly_in_metrics(live_server: Start) -> None:
         with http.stream(
             "POST", "/v1/chat/completions", json={"messages": HI, "stream": True}
         ) as response:
-            next(response.iter_lines())
+            # Keep the line iterator: a dropped one closes the response, which is a disconnect.
+            lines = response.iter_lines()
+            next(lines)
             assert wait_for(
                 lambda: metric(http.get("/metrics").text, "r1serve_requests_running") == 1
             )
@@ -89,6 +91,7 @@ def test_cancel_frees_the_slot_visibly_in_metrics(live_server: Start) -> None:
             assert wait_for(
                 lambda: metric(http.get("/metrics").text, "r1serve_kv_cache_tokens_used") > 0
             )
+            assert server.engine.finished == {}  # still running until the client leaves
         assert wait_for(lambda: metric(http.get("/metrics").text, "r1serve_requests_running") == 0)
         text = http.get("/metrics").text
         assert metric(text, "r1serve_kv_cache_tokens_used") == 0
