@@ -159,3 +159,26 @@ def test_login_screen_speaks_chinese(open_page: Callable[..., ChatPage]) -> None
     expect(chat.page.locator(".login-form h1")).to_have_text("登录")
     chat.page.select_option("#language-select", "en")
     expect(chat.page.locator(".login-form h1")).to_have_text("Log in")
+
+
+def test_a_view_re_rendering_around_a_form_keeps_its_focus_and_typing(chat: ChatPage) -> None:
+    # The account views re-render when their data arrives; the kept forms must not move, or a
+    # user typing at that moment loses the focus (and the keys they press go nowhere).
+    result = chat.page.evaluate(
+        """async () => {
+            const { fill, h } = await import("/static/views/dom.js");
+            const view = h("section");
+            document.body.append(view);
+            const input = h("input", { name: "name" });
+            const form = h("form", {}, input);
+            fill(view, h("h1", {}, "Keys"), form, h("p", {}, "no keys yet"));
+            input.focus();
+            input.value = "lap";
+            fill(view, h("h1", {}, "Keys"), h("p", {}, "created"), form, "a table", 7);
+            const kept = document.activeElement === input && input.value === "lap";
+            const texts = [...view.childNodes].map((node) => node.textContent);
+            view.remove();
+            return { kept, texts };
+        }"""
+    )
+    assert result == {"kept": True, "texts": ["Keys", "created", "", "a table", "7"]}

@@ -24,9 +24,28 @@ export function h(tag, attributes = {}, ...children) {
   return element;
 }
 
-/** Replace element's children, leaving out null and undefined ones. */
+/**
+ * Make element's children exactly these (null and undefined left out). Nodes that stay are
+ * never detached, so a kept form keeps its focus and whatever is being typed into it while
+ * the rest of the view re-renders around it.
+ */
 export function fill(element, ...children) {
-  element.replaceChildren(...children.flat().filter((child) => child !== null && child !== undefined));
+  const wanted = children
+    .flat()
+    .filter((child) => child !== null && child !== undefined)
+    .map((child) => (child instanceof Node ? child : document.createTextNode(String(child))));
+  const keep = new Set(wanted);
+  for (const node of [...element.childNodes]) {
+    if (!keep.has(node)) node.remove();
+  }
+  let cursor = element.firstChild;
+  for (const child of wanted) {
+    if (child === cursor) {
+      cursor = cursor.nextSibling;
+    } else {
+      element.insertBefore(child, cursor);
+    }
+  }
 }
 
 /** A date-time from the server (ISO, UTC) in the reader's locale, or "—". */
