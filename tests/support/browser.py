@@ -99,7 +99,16 @@ def run_ui_server(settings: Settings | None = None) -> Iterator[UiServer]:
     engine = FakeEngine(replies, model_name=MODEL_NAME)
     settings = settings or make_settings()
     accounts = test_accounts(settings)
-    app = create_app(settings, engine, accounts)
+    try:
+        with serve_app(create_app(settings, engine, accounts)) as url:
+            yield UiServer(url, engine, replies, accounts)
+    finally:
+        close_accounts(accounts)
+
+
+@contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """An ASGI app under uvicorn on a free port, in a background thread; yields its URL."""
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="ui-test-server", daemon=True)
@@ -111,11 +120,10 @@ def run_ui_server(settings: Settings | None = None) -> Iterator[UiServer]:
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield UiServer(f"http://127.0.0.1:{port}", engine, replies, accounts)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=15)
-        close_accounts(accounts)
 
 
 @dataclass
