@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from r1serve.text import check_unicode
+
 MAX_MESSAGES = 4096
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 1024
@@ -23,17 +25,6 @@ TopP = Annotated[float, Field(gt=0.0, le=1.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 MaxTokens = Annotated[int, Field(ge=1, le=MAX_TOKENS_CAP)]
 Seed = Annotated[int, Field(ge=-(2**63), lt=2**64)]
-
-
-def _check_text(value: str) -> str:
-    """Refuse strings that cannot be UTF-8 (lone surrogates from JSON escapes)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"text contains a lone surrogate (\\u{ord(value[exc.start]):04x}); send valid Unicode"
-        ) from None
-    return value
 
 
 class _Request(BaseModel):
@@ -51,7 +42,7 @@ class TextPart(_Request):
     type: Literal["text"]
     text: str
 
-    _check = field_validator("text")(_check_text)
+    _check = field_validator("text")(check_unicode)
 
 
 class ChatMessage(_Request):
@@ -66,7 +57,7 @@ class ChatMessage(_Request):
     @classmethod
     def _content_text(cls, value: str | list[TextPart] | None) -> str | list[TextPart] | None:
         if isinstance(value, str):
-            _check_text(value)
+            check_unicode(value)
         return value
 
     def text(self) -> str:
@@ -115,7 +106,7 @@ class SamplingFields(_Request):
                 raise ValueError("stop strings must not be empty")
             if len(stop) > MAX_STOP_LENGTH:
                 raise ValueError(f"stop strings are at most {MAX_STOP_LENGTH} characters")
-            _check_text(stop)
+            check_unicode(stop)
         return value
 
     @field_validator("logit_bias")
@@ -173,7 +164,7 @@ class CompletionRequest(SamplingFields):
         if not 1 <= len(prompts) <= MAX_N:
             raise ValueError(f"prompt must be a string or a list of 1 to {MAX_N} strings")
         for prompt in prompts:
-            _check_text(prompt)
+            check_unicode(prompt)
         return value
 
     @field_validator("suffix")
@@ -194,7 +185,7 @@ class GenerateRequest(_Request):
     temperature: Temperature | None = None
     top_p: TopP | None = None
 
-    _check = field_validator("prompt")(_check_text)
+    _check = field_validator("prompt")(check_unicode)
 
 
 # ---- responses ----------------------------------------------------------------------------

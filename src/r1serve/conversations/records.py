@@ -11,6 +11,7 @@ from typing import Any, Literal
 from r1serve.errors import NotFoundError, RequestError
 from r1serve.storage.models import Conversation, Message
 from r1serve.storage.repositories import PageCursor
+from r1serve.text import check_unicode
 
 MessageStatus = Literal["complete", "generating", "stopped", "incomplete", "error"]
 Role = Literal["user", "assistant"]
@@ -42,13 +43,7 @@ def check_text(value: str) -> str:
     """Refuse text a database cannot store exactly: NUL (PostgreSQL) and lone surrogates."""
     if "\x00" in value:
         raise ValueError("text contains a NUL character (\\u0000)")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"text contains a lone surrogate (\\u{ord(value[exc.start]):04x}); send valid Unicode"
-        ) from None
-    return value
+    return check_unicode(value)
 
 
 def storable(text: str) -> str:
