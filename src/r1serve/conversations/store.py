@@ -197,11 +197,7 @@ class ConversationStore:
         """One message of one of the user's conversations."""
         with self.database.read() as session:
             repo = ConversationRepository(session)
-            self._owned(repo, user_id, conversation_id)
-            row = repo.message(conversation_id, message_id)
-            if row is None:
-                raise not_found("message")
-            return _record(repo, row)
+            return _record(repo, self._owned_message(repo, user_id, conversation_id, message_id))
 
     # ---- starting replies ---------------------------------------------------------------
 
@@ -353,10 +349,7 @@ class ConversationStore:
         """Ask whichever server writes this reply to stop it (seen at its next save)."""
         with self.database.write() as session:
             repo = ConversationRepository(session)
-            self._owned(repo, user_id, conversation_id)
-            row = repo.message(conversation_id, message_id)
-            if row is None:
-                raise not_found("message")
+            row = self._owned_message(repo, user_id, conversation_id, message_id)
             if row.status == "generating":
                 row.stop_requested = True
                 session.flush()
@@ -391,6 +384,15 @@ class ConversationStore:
         row = repo.owned(user_id, conversation_id, lock=lock)
         if row is None:
             raise not_found()
+        return row
+
+    def _owned_message(
+        self, repo: ConversationRepository, user_id: int, conversation_id: str, message_id: str
+    ) -> Message:
+        self._owned(repo, user_id, conversation_id)
+        row = repo.message(conversation_id, message_id)
+        if row is None:
+            raise not_found("message")
         return row
 
     def _for_reply(
