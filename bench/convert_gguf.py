@@ -16,7 +16,8 @@ import json
 import logging
 from pathlib import Path
 
-from r1serve.engine.loader import load_model, resolve_model_source
+from r1serve.engine.source import resolve_model_source
+from r1serve.engine.transformers.loader import load_model
 
 log = logging.getLogger("bench.convert")
 STAMP = "bench-conversion.json"

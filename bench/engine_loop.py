@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from r1serve.client.bench import load_prompts
-from r1serve.engine.build import build_engine
-from r1serve.engine.engine import LocalEngine
 from r1serve.engine.protocol import GenerationRequest, SamplingParams
+from r1serve.engine.registry import build_engine
+from r1serve.engine.transformers.engine import LocalEngine
 from r1serve.settings import Settings
 
 
@@ -30,7 +30,7 @@ async def one_stream(engine: LocalEngine, request: GenerationRequest) -> dict[st
     started = time.perf_counter()
     first: float | None = None
     tokens = 0
-    async for delta in engine.generate(request):
+    async for delta in await engine.submit(request):
         if first is None and delta.token_ids:
             first = time.perf_counter()
         if delta.usage is not None:
@@ -99,7 +99,8 @@ def run(
             seed=seed,
         )
     )
-    result["runner"] = built.runner_kind
+    result["engine"] = built.engine.kind
+    result["summary"] = list(built.summary)
     result["model"] = built.engine.model_name
     return result
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from r1serve.client.bench import load_prompts
-from r1serve.engine.build import build_engine
-from r1serve.engine.engine import LocalEngine
 from r1serve.engine.protocol import GenerationRequest, SamplingParams
+from r1serve.engine.registry import build_engine
+from r1serve.engine.transformers.engine import LocalEngine
 from r1serve.settings import Settings
 
 
@@ -30,7 +30,7 @@ async def one_wave(engine: LocalEngine, prompts: list[tuple[int, ...]], tag: str
 
     async def drain(index: int, tokens: tuple[int, ...]) -> None:
         request = GenerationRequest(f"{tag}-{index}", tokens, params)
-        async for _ in engine.generate(request):
+        async for _ in await engine.submit(request):
             pass
 
     started = time.perf_counter()

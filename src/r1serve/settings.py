@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     )
 
     # Engine and scheduler
+    engine: Literal["auto", "transformers", "llamacpp"] = Field(
+        "auto",
+        description="Backend that runs the model: transformers (HF folders and GGUF, dequantized), "
+        "llamacpp (GGUF, quantized, through llama.cpp) or auto (llamacpp for a .gguf file when "
+        "its binding is installed, transformers otherwise).",
+    )
     runner: Literal["auto", "native", "hf"] = Field(
         "auto",
         description="native: r1serve's batched decoder (Llama, Qwen2, Qwen3, Mistral); hf: the "

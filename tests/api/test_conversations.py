@@ -265,10 +265,10 @@ def test_an_overloaded_engine_stores_a_failed_reply(build: Build) -> None:
     client = build()
     engine: FakeEngine = client.app.state.engine  # type: ignore[attr-defined]
 
-    def full(request: Any) -> Any:
+    async def full(request: Any) -> Any:
         raise OverloadedError("server busy: the waiting queue is full", retry_after=2)
 
-    engine.generate = full  # type: ignore[method-assign]
+    engine.submit = full  # type: ignore[method-assign]
     cid = create(client)["id"]
     events = post(client, cid, "hello")
     assert [e.name for e in events] == ["start", "error", None]

@@ -12,7 +12,7 @@ import pytest
 
 from r1serve.api.protocol import HeaderTimeoutProtocol
 from r1serve.engine.fake import FakeReply
-from r1serve.engine.scheduler import SchedulerConfig
+from r1serve.engine.transformers.scheduler import SchedulerConfig
 from support.api import HI, LiveServer, wait_for
 
 Start = Callable[..., LiveServer]

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from r1serve.api.app import create_app
-from r1serve.engine.build import build_engine
+from r1serve.engine.registry import build_engine
 from support.api import make_settings, sse_payloads
 from support.models import (
     R1_THINK_TEMPLATE,

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from fakehub import FakeHub
 from r1serve.catalog.store import lookup
 from r1serve.cli import _register, app
-from r1serve.engine.loader import resolve_model_source
+from r1serve.engine.source import resolve_model_source
 
 _register()
 runner = CliRunner()

@@ -11,7 +11,7 @@ import pytest
 
 from r1serve.client.bench import Bench, BenchConfig, BenchRun, load_prompts
 from r1serve.engine.fake import FakeReply
-from r1serve.engine.scheduler import SchedulerConfig
+from r1serve.engine.transformers.scheduler import SchedulerConfig
 from r1serve.errors import R1ServeError
 from support.api import LiveServer
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from r1serve.engine.tokenizer import HFTokenizer
+from r1serve.engine.text.tokenizer import HFTokenizer
 from support.models import TINY_R1_GGUF, TINY_R1_HF
 
 TEMPLATES = Path(__file__).parent.parent / "fixtures" / "templates"

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from r1serve.engine.build import build_engine
-from r1serve.engine.engine import LocalEngine
 from r1serve.engine.protocol import GenerationRequest, SamplingParams
+from r1serve.engine.registry import build_engine
+from r1serve.engine.transformers.engine import LocalEngine
 from support.api import make_settings
 from support.models import TINY_ANSWER, TINY_R1_HF
 
@@ -48,7 +48,7 @@ async def run_one(engine: LocalEngine, req: GenerationRequest) -> tuple[tuple[in
     ids: list[int] = []
     text: list[str] = []
     reason = ""
-    async for delta in engine.generate(req):
+    async for delta in await engine.submit(req):
         ids.extend(delta.token_ids)
         text.append(delta.text)
         reason = delta.finish_reason or reason
@@ -100,7 +100,7 @@ def test_cancelling_one_never_changes_another(engine: LocalEngine) -> None:
         try:
             solo = [await run_one(engine, r) for r in requests[::2]]
             keep = [asyncio.ensure_future(run_one(engine, r)) for r in requests[::2]]
-            victims = [engine.generate(r) for r in requests[1::2]]
+            victims = [await engine.submit(r) for r in requests[1::2]]
             for stream in victims:
                 await stream.__anext__()
                 await stream.aclose()  # type: ignore[attr-defined]

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from r1serve.engine.chat_template import ChatFormatter, strip_reasoning
-from r1serve.engine.gguf_tokenizer import build_gguf_tokenizer
-from r1serve.engine.tokenizer import HFTokenizer, read_tokenizer_dir
+from r1serve.engine.text.chat_template import ChatFormatter, strip_reasoning
+from r1serve.engine.text.gguf_tokenizer import build_gguf_tokenizer
+from r1serve.engine.text.tokenizer import HFTokenizer, read_tokenizer_dir
 from r1serve.errors import ConfigError, RequestError
 from support.models import TINY_R1_HF, TINY_RAW
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
 
-from r1serve.engine.detokenize import IncrementalDetokenizer, TextDecoder
+from r1serve.engine.text.detokenize import IncrementalDetokenizer, TextDecoder
 from support.models import TINY_R1_HF, TINY_RAW
 
 REPLACEMENT = "\ufffd"

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from r1serve.engine.gguf_cache import cache_entry, store
-from r1serve.engine.loader import load_model, resolve_model_source
+from r1serve.engine.source import resolve_model_source
+from r1serve.engine.transformers.gguf_cache import cache_entry, store
+from r1serve.engine.transformers.loader import load_model
 from support.models import TINY_R1_GGUF, TINY_R1_HF
 
 

@@ -9,8 +9,8 @@ import gguf
 import pytest
 from tokenizers import Tokenizer
 
-from r1serve.engine.gguf_tokenizer import build_gguf_tokenizer, read_gguf_metadata
-from r1serve.engine.tokenizer import HFTokenizer
+from r1serve.engine.text.gguf_tokenizer import build_gguf_tokenizer, read_gguf_metadata
+from r1serve.engine.text.tokenizer import HFTokenizer
 from r1serve.errors import UnsupportedModelError
 from support.models import TINY_R1_HF
 

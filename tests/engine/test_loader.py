@@ -12,13 +12,8 @@ import huggingface_hub.constants
 import pytest
 import torch
 
-from r1serve.engine.loader import (
-    DEFAULT_MODEL_NAME,
-    LoadedModel,
-    ModelSource,
-    load_model,
-    resolve_model_source,
-)
+from r1serve.engine.source import DEFAULT_MODEL_NAME, ModelSource, resolve_model_source
+from r1serve.engine.transformers.loader import LoadedModel, load_model
 from r1serve.errors import ConfigError, ModelNotFoundError, UnsupportedModelError
 from support.models import TINY_R1_HF, TINY_RAW, gguf_cache_dir
 

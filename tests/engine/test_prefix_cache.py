@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from r1serve.engine.build import build_engine
-from r1serve.engine.engine import LocalEngine
-from r1serve.engine.native import NativeRunner
 from r1serve.engine.protocol import GenerationRequest, SamplingParams
+from r1serve.engine.registry import build_engine
+from r1serve.engine.transformers.engine import LocalEngine
+from r1serve.engine.transformers.native import NativeRunner
 from support.api import make_settings
 from support.models import TINY_ANSWER, TINY_R1_HF
 
@@ -35,7 +35,7 @@ async def reply(engine: LocalEngine, messages: list[dict[str, str]], rid: str) -
     prompt = engine.render_chat(messages)
     params = SamplingParams(temperature=0.0, max_tokens=40)
     request = GenerationRequest(rid, prompt.token_ids, params)
-    return "".join([d.text async for d in engine.generate(request)])
+    return "".join([d.text async for d in await engine.submit(request)])
 
 
 def run_all(engine: LocalEngine, questions: list[str], concurrent: bool) -> list[str]:

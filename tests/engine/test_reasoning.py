@@ -6,7 +6,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from r1serve.engine.reasoning import ReasoningDelta, ReasoningSplitter, split_reasoning
+from r1serve.engine.text.reasoning import ReasoningDelta, ReasoningSplitter, split_reasoning
 from support.models import TINY_ANSWER, TINY_RAW, TINY_REASONING
 
 

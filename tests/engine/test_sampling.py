@@ -11,9 +11,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r1serve.engine import sampling
 from r1serve.engine.protocol import SamplingParams
-from r1serve.engine.sampling import SequenceSampler, adjust_logits, sample
+from r1serve.engine.transformers import sampling
+from r1serve.engine.transformers.sampling import SequenceSampler, adjust_logits, sample
 from r1serve.errors import RequestError
 
 

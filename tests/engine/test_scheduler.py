@@ -9,7 +9,7 @@ import pytest
 
 from r1serve.engine.fake import FakeEngine, FakeReply
 from r1serve.engine.protocol import Delta, GenerationRequest, SamplingParams
-from r1serve.engine.scheduler import IDLE_PREFILL_FACTOR, SchedulerConfig
+from r1serve.engine.transformers.scheduler import IDLE_PREFILL_FACTOR, SchedulerConfig
 from r1serve.errors import ContextLengthError, OverloadedError
 
 
@@ -18,7 +18,7 @@ def request(rid: str, prompt: Sequence[int] = (1, 2, 3), **params: object) -> Ge
 
 
 async def collect(engine: FakeEngine, req: GenerationRequest) -> list[Delta]:
-    return [d async for d in engine.generate(req)]
+    return [d async for d in await engine.submit(req)]
 
 
 def text(deltas: list[Delta]) -> str:
@@ -117,12 +117,12 @@ def test_full_queue_raises_overloaded_with_retry_after() -> None:
     async def main() -> None:
         await engine.start()
         try:
-            streams = [engine.generate(request("r0"))]
+            streams = [await engine.submit(request("r0"))]
             while engine.stats().running == 0:
                 await asyncio.sleep(0.005)
-            streams += [engine.generate(request(f"r{i}")) for i in (1, 2)]
+            streams += [await engine.submit(request(f"r{i}")) for i in (1, 2)]
             with pytest.raises(OverloadedError) as caught:
-                engine.generate(request("overflow"))
+                await engine.submit(request("overflow"))
             assert caught.value.status_code == 503 and caught.value.retry_after >= 1
             assert engine.stats().rejected == 1
             for stream in streams:
@@ -164,7 +164,7 @@ def test_abort_while_queued_and_running_frees_everything() -> None:
         await engine.start()
         try:
             for cycle in range(50):
-                streams = [engine.generate(request(f"c{cycle}-{i}")) for i in range(4)]
+                streams = [await engine.submit(request(f"c{cycle}-{i}")) for i in range(4)]
                 first = streams[0]
                 await first.__anext__()  # one is mid-stream, others queued or just started
                 for stream in streams:

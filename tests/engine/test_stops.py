@@ -6,7 +6,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from r1serve.engine.stops import StopMatcher, StopResult
+from r1serve.engine.text.stops import StopMatcher, StopResult
 
 
 def cut_at_first_stop(text: str, stops: list[str]) -> str:

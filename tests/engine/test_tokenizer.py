@@ -10,7 +10,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from r1serve.engine.protocol import Tokenizer as TokenizerProtocol
-from r1serve.engine.tokenizer import HFTokenizer, read_tokenizer_dir
+from r1serve.engine.text.tokenizer import HFTokenizer, read_tokenizer_dir
 from r1serve.errors import UnsupportedModelError
 from support.models import TINY_R1_HF
 

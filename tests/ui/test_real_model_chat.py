@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from r1serve.api.app import create_app
-from r1serve.engine.build import build_engine
+from r1serve.engine.registry import build_engine
 from support.api import make_settings
 from support.browser import PAGE_TRAPS, PageGuard, serve_app
 from support.models import TINY_ANSWER, TINY_R1_HF, TINY_REASONING

@@ -86,7 +86,7 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
         engine,
         recorder=lambda: app.state.accounts.usage,
         reasoning_format=settings.reasoning_format,
-        default_sampling=dict(getattr(engine, "default_sampling", {}) or {}),
+        default_sampling=dict(engine.default_sampling),
         default_timeout_s=settings.request_timeout_s,
     )
     install_error_handlers(app)

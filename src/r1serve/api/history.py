@@ -226,7 +226,7 @@ class HistoryService:
         fmt = chunk_format(started.assistant_message, engine.model_name)
         try:
             # In the request's context: quotas were checked and usage is recorded here.
-            outputs = self.completions.start(
+            outputs = await self.completions.start(
                 f"conv-{plan.assistant_message_id}", [built.prompt], params
             )
         except R1ServeError as exc:

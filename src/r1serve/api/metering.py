@@ -58,7 +58,7 @@ class MeteredCompletionService(CompletionService):
         super().__init__(*args, **kwargs)
         self._recorder = recorder
 
-    def start(
+    async def start(
         self,
         base_id: str,
         prompts: Sequence[Prompt],
@@ -69,7 +69,7 @@ class MeteredCompletionService(CompletionService):
         split_reasoning: bool = True,
     ) -> AsyncIterator[Output]:
         """As ``CompletionService.start``; usage is recorded when the outputs end."""
-        outputs = super().start(
+        outputs = await super().start(
             base_id, prompts, params, n=n, timeout=timeout, split_reasoning=split_reasoning
         )
         metered = _metered.get()

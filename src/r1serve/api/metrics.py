@@ -15,8 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from r1serve.engine.protocol import Engine
-from r1serve.engine.scheduler import FinishedRequest
+from r1serve.engine.protocol import Engine, FinishedRequest
 
 log = logging.getLogger("r1serve.requests")
 
@@ -33,19 +32,23 @@ class _EngineCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         s = self.engine.stats()
         model = [self.engine.model_name]
-        for name, doc, value in (
+        kv_used, kv_total = s.kv_tokens_used, s.kv_tokens_total
+        gauges: list[tuple[str, str, float | None]] = [
             ("r1serve_requests_running", "Requests in the running batch.", s.running),
             ("r1serve_requests_waiting", "Requests waiting for a slot.", s.waiting),
             ("r1serve_max_running", "Most requests decoded together.", s.max_running),
             ("r1serve_max_waiting", "Most requests allowed to wait.", s.max_waiting),
-            ("r1serve_kv_cache_tokens_used", "Tokens held in the KV cache.", s.kv_tokens_used),
-            ("r1serve_kv_cache_tokens_total", "Tokens the KV cache can hold.", s.kv_tokens_total),
+            ("r1serve_kv_cache_tokens_used", "Tokens held in the KV cache.", kv_used),
+            ("r1serve_kv_cache_tokens_total", "Tokens the KV cache can hold.", kv_total),
             (
                 "r1serve_kv_cache_usage_ratio",
                 "Share of the KV cache in use.",
-                s.kv_tokens_used / s.kv_tokens_total if s.kv_tokens_total else 0.0,
+                None if kv_used is None or not kv_total else kv_used / kv_total,
             ),
-        ):
+        ]
+        for name, doc, value in gauges:
+            if value is None:  # this backend cannot tell
+                continue
             gauge = GaugeMetricFamily(name, doc, labels=["model"])
             gauge.add_metric(model, value)
             yield gauge
@@ -112,9 +115,7 @@ class ServerMetrics:
             registry=r,
         )
         r.register(_EngineCollector(engine))
-        add = getattr(engine, "add_finish_listener", None)
-        if add is not None:
-            add(self.observe)
+        engine.add_finish_listener(self.observe)
 
     def observe(self, done: FinishedRequest) -> None:
         """Record one finished request and write its log line."""

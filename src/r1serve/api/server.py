@@ -16,7 +16,7 @@ from r1serve.api.app import create_app
 from r1serve.api.protocol import HeaderTimeoutProtocol
 from r1serve.api.security import check_bind
 from r1serve.auth import close_accounts, open_accounts
-from r1serve.engine.build import build_engine
+from r1serve.engine.registry import build_engine
 from r1serve.settings import Settings
 
 log = logging.getLogger("r1serve")
@@ -57,13 +57,8 @@ def run_server(settings: Settings, from_flags: Iterable[str] = ()) -> None:
     check_bind(settings)  # before the slow part: a refused --no-auth fails at once
     with console.status("loading model…"):
         built = build_engine(settings)
-    loaded = built.loaded
-    console.print(
-        f"model [bold]{built.engine.model_name}[/bold] from {loaded.source.file} "
-        f"({loaded.dtype}, {loaded.device}, context {loaded.context_length}, "
-        f"loaded in {loaded.load_seconds:.1f} s)"
-    )
-    console.print(f"runner: {built.runner_kind}; {built.plan.derivation}")
+    for line in built.summary:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
     accounts = open_accounts(settings)
     try:
         app = create_app(settings, built.engine, accounts)

@@ -30,6 +30,7 @@ from r1serve.api.schemas import (
 )
 from r1serve.engine.protocol import (
     Delta,
+    DeltaStream,
     Engine,
     FinishReason,
     GenerationRequest,
@@ -37,7 +38,7 @@ from r1serve.engine.protocol import (
     SamplingParams,
     Usage,
 )
-from r1serve.engine.reasoning import ReasoningDelta, ReasoningSplitter
+from r1serve.engine.text.reasoning import ReasoningDelta, ReasoningSplitter
 from r1serve.errors import EngineError, NotFoundError, RequestError
 
 log = logging.getLogger("r1serve.api")
@@ -175,7 +176,7 @@ class CompletionService:
                 )
         return out
 
-    def start(
+    async def start(
         self,
         base_id: str,
         prompts: Sequence[Prompt],
@@ -187,13 +188,13 @@ class CompletionService:
     ) -> AsyncIterator[Output]:
         """Submit every choice now (errors raise here) and merge their outputs."""
         requests = self._requests(base_id, prompts, params, n, timeout)
-        streams: list[AsyncIterator[Delta]] = []
+        streams: list[DeltaStream] = []
         try:
             for request in requests:
-                streams.append(self.engine.generate(request))
+                streams.append(await self.engine.submit(request))
         except BaseException:
             for stream in streams:
-                _close_soon(stream)
+                await stream.aclose()
             raise
         splitters: list[OutputSplitter] = []
         for prompt in prompts:
@@ -226,7 +227,9 @@ class CompletionService:
     async def chat(self, req: ChatCompletionRequest, request_id: str) -> ChatCompletionResponse:
         model = self.check_model(req.model)
         prompt = self.chat_prompt(req)
-        outputs = self.start(request_id, [prompt], self.sampling(req), n=req.n, timeout=req.timeout)
+        outputs = await self.start(
+            request_id, [prompt], self.sampling(req), n=req.n, timeout=req.timeout
+        )
         totals = await self.collect(outputs, req.n)
         choices = []
         for i, t in enumerate(totals):
@@ -249,7 +252,7 @@ class CompletionService:
         model = self.check_model(req.model)
         texts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         prompts = [self.text_prompt(t) for t in texts]
-        outputs = self.start(
+        outputs = await self.start(
             request_id,
             prompts,
             self.sampling(req),
@@ -277,7 +280,7 @@ class CompletionService:
     ) -> GenerateResponse:
         """The simple ``POST /generate`` endpoint: chat template applied, answer apart."""
         prompt = self.engine.render_chat([{"role": "user", "content": prompt_text}])
-        totals = (await self.collect(self.start(request_id, [prompt], params), 1))[0]
+        totals = (await self.collect(await self.start(request_id, [prompt], params), 1))[0]
         reasoning = "".join(totals.reasoning)
         return GenerateResponse(
             response="".join(totals.content),
@@ -333,7 +336,7 @@ def _split(index: int, delta: Delta, splitter: OutputSplitter) -> Output:
 
 
 async def _merge(
-    streams: list[AsyncIterator[Delta]], splitters: list[OutputSplitter]
+    streams: list[DeltaStream], splitters: list[OutputSplitter]
 ) -> AsyncIterator[Output]:
     """Yield every stream's outputs as they come; closing this closes them all."""
     if len(streams) == 1:
@@ -341,7 +344,7 @@ async def _merge(
             async for delta in streams[0]:
                 yield _split(0, delta, splitters[0])
         finally:
-            await _aclose(streams[0])
+            await streams[0].aclose()
         return
     queue: asyncio.Queue[Output | BaseException] = asyncio.Queue()
 
@@ -366,15 +369,4 @@ async def _merge(
         for task in tasks:
             task.cancel()
         for stream in streams:
-            await _aclose(stream)
-
-
-async def _aclose(stream: AsyncIterator[Delta]) -> None:
-    close = getattr(stream, "aclose", None)
-    if close is not None:
-        await close()
-
-
-def _close_soon(stream: AsyncIterator[Delta]) -> None:
-    with contextlib.suppress(RuntimeError):
-        asyncio.get_running_loop().create_task(_aclose(stream))
+            await stream.aclose()

@@ -86,7 +86,7 @@ def chat(
 
 def _local_service(model: str | None) -> Any:
     from r1serve.api.service import CompletionService
-    from r1serve.engine.build import build_engine
+    from r1serve.engine.registry import build_engine
 
     settings = settings_from({"model": model} if model else {})
     built = build_engine(settings)

@@ -34,6 +34,9 @@ def serve(
     ] = None,
     max_model_len: Annotated[int | None, typer.Option(help="Context length to serve.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the model.")] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="auto, transformers or llamacpp [default: auto].")
+    ] = None,
     runner: Annotated[str | None, typer.Option(help="auto, native or hf.")] = None,
     max_num_seqs: Annotated[
         int | None, typer.Option(help="Most sequences decoded together.")

@@ -83,7 +83,7 @@ class LocalBackend:
 
         async def submit() -> Any:  # the engine needs a running loop to hand results to
             prompt = self.service.chat_prompt(request)
-            return self.service.start("chat", [prompt], self.service.sampling(request))
+            return await self.service.start("chat", [prompt], self.service.sampling(request))
 
         outputs = self.loop.run_until_complete(submit())
         iterator = outputs.__aiter__()

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from r1serve.engine.chat_template import ChatFormatter
-from r1serve.engine.engine import LocalEngine
 from r1serve.engine.protocol import FinishReason
-from r1serve.engine.runner import DecodeInput, KVLayout, PrefillChunk
-from r1serve.engine.scheduler import FinishedRequest, SchedulerConfig
+from r1serve.engine.text.chat_template import ChatFormatter
+from r1serve.engine.transformers.engine import LocalEngine
+from r1serve.engine.transformers.runner import DecodeInput, KVLayout, PrefillChunk
+from r1serve.engine.transformers.scheduler import FinishedRequest, SchedulerConfig
 
 EOS = "<|end|>"
 CONTROL = {EOS: 256, "<|im_start|>": 257, "<|im_end|>": 258}

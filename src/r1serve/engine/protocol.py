@@ -1,18 +1,26 @@
-"""What the HTTP layer needs from an engine, and the values that cross between them.
+"""The Engine interface every backend implements, and the values that cross it.
 
-An engine takes a tokenized prompt with sampling parameters and yields ``Delta`` values: new
-text (never half a UTF-8 character, never part of a stop string), the token ids behind it, and
-on the last one the finish reason and usage. Closing the async iterator aborts the request.
+An engine takes a tokenized prompt with sampling parameters. ``await engine.submit(request)``
+raises before any response starts (bad input, context overflow, overload) and returns a
+``DeltaStream``: new text (never half a UTF-8 character, never part of a stop string), the token
+ids behind it, and on the last delta the finish reason and usage. Closing the stream (or dropping
+it unread) aborts the request. Finish listeners learn how every request ended, with timings, for
+metrics, logs and usage; ``stats`` gives neutral numbers about load.
+
+Backends: ``r1serve.engine.transformers`` (r1serve's scheduler over PyTorch), the fake engine
+for tests (``r1serve.engine.fake``, through the same scheduler), and whatever
+``r1serve.engine.registry`` names. ``tests/engine/test_contract.py`` runs one suite of cases
+against each of them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from r1serve.errors import RequestError
+from r1serve.errors import ContextLengthError, RequestError
 
 FinishReason = Literal["stop", "length", "timeout", "abort", "error"]
 """``stop``: EOS or a stop string; ``length``: max_tokens or the context is full;
@@ -124,28 +132,108 @@ class Prompt:
 
 @dataclass(frozen=True, slots=True)
 class EngineStats:
+    """Load figures every backend gives; KV figures are None where the backend cannot tell."""
+
     running: int
     waiting: int
     max_running: int
     max_waiting: int
-    kv_tokens_used: int
-    kv_tokens_total: int
+    kv_tokens_used: int | None = None
+    kv_tokens_total: int | None = None
     rejected: int = 0  # requests refused because the waiting queue was full
     prefix_cache_hits: int = 0  # prompt tokens whose KV came from a cached prefix
 
 
+@dataclass(slots=True)
+class RequestTimings:
+    """Monotonic timestamps of one request, for metrics and logs."""
+
+    submitted: float
+    admitted: float | None = None
+    first_token: float | None = None
+    finished: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedRequest:
+    """What finish listeners learn when a request ends (for metrics, logs and usage)."""
+
+    request_id: str
+    reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    timings: RequestTimings
+
+
+FinishHook = Callable[[FinishedRequest], None]
+
+
+@runtime_checkable
+class DeltaStream(Protocol):
+    """The deltas of one submitted request; ``aclose`` (or dropping it) aborts the request."""
+
+    def __aiter__(self) -> AsyncIterator[Delta]: ...
+
+    async def __anext__(self) -> Delta: ...
+
+    async def aclose(self) -> None: ...
+
+
+def output_budget(
+    prompt_len: int, max_tokens: int | None, context: int, model_context: int | None = None
+) -> int:
+    """Tokens a request may generate within ``context``, or ContextLengthError with the numbers.
+
+    ``context`` is what one request can hold on this server; ``model_context`` what the model
+    allows, when that is more (the message then says which limit applies).
+    """
+    limit = (
+        f"{context} tokens"
+        if model_context is None or model_context == context
+        else f"{context} tokens per request (KV cache slot; the model allows {model_context})"
+    )
+    if prompt_len >= context:
+        raise ContextLengthError(
+            f"the prompt has {prompt_len} tokens, but this server's context is {limit}, "
+            "which must also leave room for at least one output token"
+        )
+    room = context - prompt_len
+    if max_tokens is None:
+        return room
+    if max_tokens > room:
+        raise ContextLengthError(
+            f"prompt ({prompt_len} tokens) + max_tokens ({max_tokens}) = "
+            f"{prompt_len + max_tokens} tokens, more than the context of {limit}; "
+            f"ask for at most {room} tokens",
+            param="max_tokens",
+        )
+    return max_tokens
+
+
 @runtime_checkable
 class Engine(Protocol):
-    """Something that turns prompts into streams of deltas."""
+    """Something that turns prompts into streams of deltas: the one interface of every backend."""
 
     @property
     def model_name(self) -> str: ...
 
     @property
-    def context_length(self) -> int: ...
+    def kind(self) -> str:
+        """The backend's registry name: ``transformers``, ``llamacpp``, ``fake``…"""
+        ...
+
+    @property
+    def context_length(self) -> int:
+        """Tokens (prompt + output) one request can hold on this server."""
+        ...
 
     @property
     def tokenizer(self) -> Tokenizer: ...
+
+    @property
+    def default_sampling(self) -> Mapping[str, Any]:
+        """The model's recommended sampling values (``temperature``, ``top_p``…) where known."""
+        ...
 
     def render_chat(
         self, messages: Sequence[Mapping[str, object]], *, add_generation_prompt: bool = True
@@ -153,12 +241,21 @@ class Engine(Protocol):
         """Apply the chat template; user-supplied text never becomes control tokens."""
         ...
 
+    def resolve_max_tokens(self, prompt_len: int, max_tokens: int | None) -> int:
+        """The output budget of a request against the context, or ContextLengthError."""
+        ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
-        """Stream the output. Closing the iterator early aborts the request."""
+    async def submit(self, request: GenerationRequest) -> DeltaStream:
+        """Queue a request; raise RequestError/ContextLengthError/OverloadedError before any
+        output. The stream ends with a delta that has a finish reason and usage."""
+        ...
+
+    def add_finish_listener(self, listener: FinishHook) -> None:
+        """Call ``listener`` whenever a request ends (from any thread; keep it quick)."""
         ...
 
     def stats(self) -> EngineStats: ...

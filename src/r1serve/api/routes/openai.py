@@ -43,7 +43,9 @@ async def chat_completions(
         return JSONResponse(result.model_dump())
     model = service.check_model(body.model)
     prompt = service.chat_prompt(body)
-    outputs = service.start(rid, [prompt], service.sampling(body), n=body.n, timeout=body.timeout)
+    outputs = await service.start(
+        rid, [prompt], service.sampling(body), n=body.n, timeout=body.timeout
+    )
     events = chat_events(
         outputs,
         request_id=rid,
@@ -67,7 +69,7 @@ async def completions(
     model = service.check_model(body.model)
     texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     prompts = [service.text_prompt(t) for t in texts]
-    outputs = service.start(
+    outputs = await service.start(
         rid, prompts, service.sampling(body), n=body.n, timeout=body.timeout, split_reasoning=False
     )
     events = completion_events(

@@ -47,7 +47,7 @@ async def stream_generate(
     ``max_length`` is the most new tokens (the prompt is not counted).
     """
     prompt_tokens = service.engine.render_chat([{"role": "user", "content": prompt}])
-    outputs = service.start(
+    outputs = await service.start(
         request_id(request, "gen"), [prompt_tokens], _params(service, max_length, temperature)
     )
     return event_stream(simple_events(outputs), send_timeout_s=settings.send_timeout_s)

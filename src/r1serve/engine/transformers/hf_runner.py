@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache
 
-from r1serve.engine.runner import DecodeInput, KVLayout, PrefillChunk
+from r1serve.engine.transformers.runner import DecodeInput, KVLayout, PrefillChunk
 
 
 class HFRunner:

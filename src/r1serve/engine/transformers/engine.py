@@ -1,20 +1,22 @@
-"""``LocalEngine``: the Engine protocol over a scheduler thread and a model runner."""
+"""``LocalEngine``: the Engine interface over r1serve's scheduler thread and a model runner."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from r1serve.engine.protocol import (
     Delta,
     EngineStats,
+    FinishHook,
     GenerationRequest,
     Prompt,
     Tokenizer,
+    output_budget,
 )
-from r1serve.engine.runner import ModelRunner
-from r1serve.engine.scheduler import Channel, FinishHook, Scheduler, SchedulerConfig
+from r1serve.engine.transformers.runner import ModelRunner
+from r1serve.engine.transformers.scheduler import Channel, Scheduler, SchedulerConfig
 from r1serve.errors import ContextLengthError
 
 
@@ -38,7 +40,9 @@ class LocalEngine:
         eos_token_ids: frozenset[int],
         scheduler_config: SchedulerConfig | None = None,
         default_sampling: Mapping[str, Any] | None = None,
+        kind: str = "transformers",
     ) -> None:
+        self._kind = kind
         self._runner = runner
         self._tokenizer = tokenizer
         self._chat = chat
@@ -46,13 +50,21 @@ class LocalEngine:
         # One slot bounds what a single request can use, whatever the model allows.
         self._context_length = min(context_length, runner.kv.max_seq_len)
         self._model_context_length = context_length
-        self.default_sampling: Mapping[str, Any] = dict(default_sampling or {})
+        self._default_sampling: Mapping[str, Any] = dict(default_sampling or {})
         self.scheduler = Scheduler(runner, tokenizer, eos_token_ids, scheduler_config)
         self._started = False
 
     @property
     def model_name(self) -> str:
         return self._model_name
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    @property
+    def default_sampling(self) -> Mapping[str, Any]:
+        return self._default_sampling
 
     @property
     def context_length(self) -> int:
@@ -90,32 +102,12 @@ class LocalEngine:
 
     def resolve_max_tokens(self, prompt_len: int, max_tokens: int | None) -> int:
         """The output budget of a request, or ContextLengthError with the numbers."""
-        ctx = self._context_length
-        limit = (
-            f"{ctx} tokens"
-            if ctx == self._model_context_length
-            else f"{ctx} tokens per request (KV cache slot; the model allows "
-            f"{self._model_context_length})"
+        return output_budget(
+            prompt_len, max_tokens, self._context_length, self._model_context_length
         )
-        if prompt_len >= ctx:
-            raise ContextLengthError(
-                f"the prompt has {prompt_len} tokens, but this server's context is {limit}, "
-                "which must also leave room for at least one output token"
-            )
-        room = ctx - prompt_len
-        if max_tokens is None:
-            return room
-        if max_tokens > room:
-            raise ContextLengthError(
-                f"prompt ({prompt_len} tokens) + max_tokens ({max_tokens}) = "
-                f"{prompt_len + max_tokens} tokens, more than the context of {limit}; "
-                f"ask for at most {room} tokens",
-                param="max_tokens",
-            )
-        return max_tokens
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
-        """Submit now (errors raise here, before any response starts); stream the deltas."""
+    async def submit(self, request: GenerationRequest) -> RequestStream:
+        """Queue the request (errors raise here, before any response starts); stream the deltas."""
         if not request.prompt_token_ids:
             raise ContextLengthError("the prompt is empty", param="prompt")
         max_tokens = self.resolve_max_tokens(

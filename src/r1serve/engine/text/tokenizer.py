@@ -69,7 +69,7 @@ class HFTokenizer:
     @classmethod
     def from_gguf(cls, path: Path) -> HFTokenizer:
         """The tokenizer described by a GGUF file's metadata."""
-        from r1serve.engine.gguf_tokenizer import build_gguf_tokenizer
+        from r1serve.engine.text.gguf_tokenizer import build_gguf_tokenizer
 
         built = build_gguf_tokenizer(path)
         return cls(built.tokenizer, bos_token=built.bos_token, eos_token=built.eos_token)

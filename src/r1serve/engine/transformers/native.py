@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from r1serve.engine.runner import DecodeInput, KVLayout, PrefillChunk
+from r1serve.engine.transformers.runner import DecodeInput, KVLayout, PrefillChunk
 
 SUPPORTED_TYPES = frozenset({"llama", "qwen2", "qwen3", "mistral"})
 MIN_REUSE = 4  # shorter shared prefixes are not worth a copy

@@ -16,23 +16,26 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from r1serve.engine.detokenize import IncrementalDetokenizer
 from r1serve.engine.protocol import (
     Delta,
     EngineStats,
+    FinishedRequest,
+    FinishHook,
     FinishReason,
     GenerationRequest,
+    RequestTimings,
     Tokenizer,
     Usage,
 )
-from r1serve.engine.runner import DecodeInput, ModelRunner, PrefillChunk
-from r1serve.engine.sampling import SequenceSampler, sample
-from r1serve.engine.stops import StopMatcher
+from r1serve.engine.text.detokenize import IncrementalDetokenizer
+from r1serve.engine.text.stops import StopMatcher
+from r1serve.engine.transformers.runner import DecodeInput, ModelRunner, PrefillChunk
+from r1serve.engine.transformers.sampling import SequenceSampler, sample
 from r1serve.errors import OverloadedError
 
 log = logging.getLogger("r1serve.scheduler")
@@ -48,16 +51,6 @@ class SchedulerConfig:
     retry_after_s: int = 2
 
 
-@dataclass(slots=True)
-class RequestTimings:
-    """Monotonic timestamps of one request, for metrics and logs."""
-
-    submitted: float
-    admitted: float | None = None
-    first_token: float | None = None
-    finished: float | None = None
-
-
 class Channel:
     """The asyncio side of one request: deltas arrive on ``queue``."""
 
@@ -67,20 +60,6 @@ class Channel:
         self.request_id = request_id
         self.loop = loop
         self.queue: asyncio.Queue[Delta] = asyncio.Queue()
-
-
-@dataclass(frozen=True, slots=True)
-class FinishedRequest:
-    """What listeners learn when a request ends (for metrics, logs and usage)."""
-
-    request_id: str
-    reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-    timings: RequestTimings
-
-
-FinishHook = Callable[[FinishedRequest], None]
 
 
 class Sequence_:

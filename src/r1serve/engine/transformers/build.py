@@ -1,20 +1,19 @@
-"""From settings to a running engine: find and load the model, plan the KV cache, pick a runner."""
+"""The transformers backend from settings: load the model, plan the KV cache, pick a runner."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from r1serve.catalog.store import lookup
-from r1serve.engine.engine import LocalEngine
-from r1serve.engine.hf_runner import HFRunner
 from r1serve.engine.kv import KVPlan, bytes_per_token, plan_kv
-from r1serve.engine.loader import LoadedModel, load_model, resolve_model_source
-from r1serve.engine.native import NativeRunner, unsupported_reason
-from r1serve.engine.runner import ModelRunner
-from r1serve.engine.scheduler import SchedulerConfig
+from r1serve.engine.protocol import Engine
+from r1serve.engine.source import ModelSource
+from r1serve.engine.transformers.engine import LocalEngine
+from r1serve.engine.transformers.hf_runner import HFRunner
+from r1serve.engine.transformers.loader import LoadedModel, load_model
+from r1serve.engine.transformers.native import NativeRunner, unsupported_reason
+from r1serve.engine.transformers.runner import ModelRunner
+from r1serve.engine.transformers.scheduler import SchedulerConfig
 from r1serve.errors import ConfigError
 from r1serve.settings import Settings
 
@@ -23,10 +22,11 @@ log = logging.getLogger("r1serve.engine")
 
 @dataclass(frozen=True, slots=True)
 class BuiltEngine:
-    engine: LocalEngine
-    loaded: LoadedModel
-    plan: KVPlan
-    runner_kind: str
+    """A backend ready to start, and the lines that say what was chosen and why."""
+
+    engine: Engine
+    source: ModelSource
+    summary: tuple[str, ...]  # printed at start-up: model, memory plan, runner
 
 
 def make_runner(loaded: LoadedModel, settings: Settings) -> tuple[ModelRunner, KVPlan, str]:
@@ -67,16 +67,8 @@ def make_runner(loaded: LoadedModel, settings: Settings) -> tuple[ModelRunner, K
     return runner, plan, kind
 
 
-def build_engine(
-    settings: Settings,
-    *,
-    store_lookup: Callable[[str], Path | None] | None = None,
-) -> BuiltEngine:
-    """Load the configured model and wrap it in a LocalEngine (not started yet)."""
-    if store_lookup is None:
-        data_dir = settings.data_dir
-        store_lookup = lambda name: lookup(name, data_dir)  # noqa: E731
-    source = resolve_model_source(settings.model, store_lookup=store_lookup)
+def build_transformers(settings: Settings, source: ModelSource) -> BuiltEngine:
+    """Load ``source`` with transformers and wrap it in a LocalEngine (not started yet)."""
     loaded = load_model(
         source,
         dtype=settings.dtype,
@@ -87,13 +79,25 @@ def build_engine(
         cache_dir=(settings.cache_dir or settings.data_dir / "cache") / "gguf",
     )
     runner, plan, kind = make_runner(loaded, settings)
+    engine = local_engine(loaded, runner, plan, settings)
+    summary = (
+        f"model {engine.model_name} from {loaded.source.file} ({loaded.dtype}, "
+        f"{loaded.device}, context {loaded.context_length}, loaded in {loaded.load_seconds:.1f} s)",
+        f"runner: {kind}; {plan.derivation}",
+    )
+    return BuiltEngine(engine, source, summary)
+
+
+def local_engine(
+    loaded: LoadedModel, runner: ModelRunner, plan: KVPlan, settings: Settings
+) -> LocalEngine:
     on_gpu = loaded.device.type == "cuda"
     defaults = loaded.sampling_defaults
-    engine = LocalEngine(
+    return LocalEngine(
         runner=runner,
         tokenizer=loaded.tokenizer,
         chat=loaded.chat_formatter(),
-        model_name=settings.served_model_name or source.name,
+        model_name=settings.served_model_name or loaded.source.name,
         context_length=loaded.context_length,
         eos_token_ids=loaded.eos_token_ids,
         scheduler_config=SchedulerConfig(
@@ -113,4 +117,3 @@ def build_engine(
             if v is not None
         },
     )
-    return BuiltEngine(engine, loaded, plan, kind)

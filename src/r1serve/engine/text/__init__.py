@@ -1,0 +1,1 @@
+"""Text tools every backend shares: chat templates, tokenizers, detokenizer, stops, reasoning."""
