@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from r1serve.api.params import INT32_MAX
 from r1serve.auth import ApiKeyInfo, Principal, QuotaLimits, UserInfo
-from r1serve.auth.quotas import QuotaStatus
+from r1serve.auth.quotas import MAX_LIMIT, QuotaStatus
 from r1serve.storage.repositories import UsageDay, UsageTotals
 
 
@@ -28,9 +29,16 @@ class PasswordChange(_Input):
     new_password: str
 
 
+# The columns' ranges: requests_per_minute is an INTEGER, tokens_per_day a BIGINT.
+RequestsPerMinute = Annotated[int, Field(ge=1, le=INT32_MAX)]
+TokensPerDay = Annotated[int, Field(ge=1, le=MAX_LIMIT)]
+
+
 class Quota(BaseModel):
-    requests_per_minute: int | None = Field(None, description="Empty: no limit.")
-    tokens_per_day: int | None = Field(None, description="Prompt + completion tokens per UTC day.")
+    requests_per_minute: RequestsPerMinute | None = Field(None, description="Empty: no limit.")
+    tokens_per_day: TokensPerDay | None = Field(
+        None, description="Prompt + completion tokens per UTC day."
+    )
 
     @classmethod
     def of(cls, limits: QuotaLimits) -> Quota:
@@ -97,8 +105,8 @@ class KeyCreate(_Input):
     name: str = ""
     models: list[str] | None = Field(None, description="Models the key may use; empty: all.")
     expires_in_days: int | None = Field(None, ge=1, le=3650)
-    requests_per_minute: int | None = None
-    tokens_per_day: int | None = None
+    requests_per_minute: RequestsPerMinute | None = None
+    tokens_per_day: TokensPerDay | None = None
 
 
 class KeyOut(BaseModel):

@@ -32,6 +32,11 @@ def error_response(exc: R1ServeError, headers: Mapping[str, str] | None = None) 
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=extra or None)
 
 
+def internal_error_response() -> JSONResponse:
+    """The 500 for an exception nothing else handled: no detail beyond "see the log"."""
+    return error_response(R1ServeError("internal server error; see the server log"))
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     # pydantic names union members (e.g. "str", "list[TextPart]"); they only add noise
@@ -100,4 +105,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return error_response(R1ServeError("internal server error; see the server log"))
+        return internal_error_response()

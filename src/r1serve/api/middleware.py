@@ -9,7 +9,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from r1serve.api.errors import error_response
+from r1serve.api.errors import error_response, internal_error_response
 from r1serve.errors import PayloadTooLargeError, RequestError
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -110,7 +110,11 @@ PAGE_CSP = (
 
 
 class SecurityHeadersMiddleware:
-    """Headers every response carries: CSP, nosniff, no framing, no referrer leaks."""
+    """Headers every response carries: CSP, nosniff, no framing, no referrer leaks.
+
+    Starlette answers an unhandled exception from its outermost middleware, past this one; so
+    this one sends that 500 itself (with the headers) and re-raises for the log.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -133,4 +137,18 @@ class SecurityHeadersMiddleware:
                 headers["Referrer-Policy"] = "no-referrer"
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_headers(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except HTTPException:  # a body over the limit: BodyLimitMiddleware answers it
+            raise
+        except Exception:
+            if not started:
+                await internal_error_response()(scope, receive, send_with_headers)
+            raise

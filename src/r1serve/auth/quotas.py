@@ -26,17 +26,18 @@ from r1serve.storage.repositories import (
 
 MINUTE_S = 60
 MAX_LIMIT = 10**12
+MAX_REQUESTS_PER_MINUTE = 2**31 - 1  # an INTEGER column (PostgreSQL: 32 bits)
 
 
 def check_limits(limits: QuotaLimits) -> None:
-    """Limits are positive whole numbers, or None for no limit."""
-    for param, value in (
-        ("requests_per_minute", limits.requests_per_minute),
-        ("tokens_per_day", limits.tokens_per_day),
+    """Limits are positive whole numbers that their columns hold, or None for no limit."""
+    for param, value, most in (
+        ("requests_per_minute", limits.requests_per_minute, MAX_REQUESTS_PER_MINUTE),
+        ("tokens_per_day", limits.tokens_per_day, MAX_LIMIT),
     ):
-        if value is not None and not 1 <= value <= MAX_LIMIT:
+        if value is not None and not 1 <= value <= most:
             raise RequestError(
-                f"{param} must be between 1 and {MAX_LIMIT} (or empty for no limit)", param=param
+                f"{param} must be between 1 and {most} (or empty for no limit)", param=param
             )
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from r1serve.api.account_schemas import CreatedKeyOut, KeyCreate, KeyOut, QuotaInput
+from r1serve.api.params import KeyIdPath, UserIdQuery
 from r1serve.api.security import Accounts, Admin, Caller
 from r1serve.auth import QuotaLimits
 
@@ -38,22 +39,22 @@ def create_key(body: KeyCreate, accounts: Accounts, caller: Caller) -> CreatedKe
 
 
 @router.delete("/api/keys/{key_id}", response_model=KeyOut)
-def revoke_key(key_id: int, accounts: Accounts, caller: Caller) -> KeyOut:
+def revoke_key(key_id: KeyIdPath, accounts: Accounts, caller: Caller) -> KeyOut:
     """Revoke one of my keys (admins: anyone's); it fails on its next use."""
     return KeyOut.of(accounts.keys.revoke(caller, key_id), accounts.clock())
 
 
 @router.put("/api/keys/{key_id}/quota", response_model=KeyOut)
-def set_key_quota(key_id: int, body: QuotaInput, accounts: Accounts, caller: Caller) -> KeyOut:
+def set_key_quota(
+    key_id: KeyIdPath, body: QuotaInput, accounts: Accounts, caller: Caller
+) -> KeyOut:
     """Limits for one key, on top of its owner's."""
     accounts.quotas.set_key_quota(caller, key_id, body.limits())
     return KeyOut.of(accounts.keys.get(caller, key_id), accounts.clock())
 
 
 @router.get("/api/admin/keys", response_model=list[KeyOut])
-def all_keys(
-    accounts: Accounts, admin: Admin, user_id: int | None = Query(None, ge=1)
-) -> list[KeyOut]:
+def all_keys(accounts: Accounts, admin: Admin, user_id: UserIdQuery = None) -> list[KeyOut]:
     """Everyone's keys, or one user's."""
     now = accounts.clock()
     return [KeyOut.of(key, now) for key in accounts.keys.list(admin, user_id=user_id)]

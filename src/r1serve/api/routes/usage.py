@@ -13,6 +13,7 @@ from r1serve.api.account_schemas import (
     UsageRecordOut,
     UsageTotalsOut,
 )
+from r1serve.api.params import UserIdQuery
 from r1serve.api.security import Accounts, Admin, Caller
 from r1serve.auth.usage_reports import UsageReport
 
@@ -45,7 +46,7 @@ def my_usage(
 def all_usage(
     accounts: Accounts,
     admin: Admin,
-    user_id: int | None = Query(None, ge=1),
+    user_id: UserIdQuery = None,
     days: int = Query(30, ge=1, le=366),
     recent: int = Query(50, ge=0, le=500),
 ) -> UsageOut:

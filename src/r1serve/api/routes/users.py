@@ -13,6 +13,7 @@ from r1serve.api.account_schemas import (
     UserCreate,
     UserOut,
 )
+from r1serve.api.params import UserIdPath
 from r1serve.api.security import Accounts, Admin
 from r1serve.auth.passwords import generate_password
 
@@ -34,7 +35,7 @@ def create_user(body: UserCreate, accounts: Accounts, admin: Admin) -> CreatedUs
 
 
 @router.patch("/{user_id}", response_model=UserOut)
-def change_user(user_id: int, body: UserChange, accounts: Accounts, admin: Admin) -> UserOut:
+def change_user(user_id: UserIdPath, body: UserChange, accounts: Accounts, admin: Admin) -> UserOut:
     """Change role and/or disabled flag; the user's web sessions end."""
     user = accounts.users.get(user_id)
     if body.role is not None:
@@ -46,7 +47,7 @@ def change_user(user_id: int, body: UserChange, accounts: Accounts, admin: Admin
 
 @router.post("/{user_id}/password", response_model=GeneratedPassword)
 def reset_password(
-    user_id: int, body: PasswordReset, accounts: Accounts, admin: Admin
+    user_id: UserIdPath, body: PasswordReset, accounts: Accounts, admin: Admin
 ) -> GeneratedPassword:
     """Set a user's password (generated when empty); their web sessions end."""
     password = body.password or generate_password()
@@ -55,7 +56,7 @@ def reset_password(
 
 
 @router.put("/{user_id}/quota", response_model=UserOut)
-def set_quota(user_id: int, body: QuotaInput, accounts: Accounts, admin: Admin) -> UserOut:
+def set_quota(user_id: UserIdPath, body: QuotaInput, accounts: Accounts, admin: Admin) -> UserOut:
     """The user's own limits; empty ones fall back to the server default."""
     accounts.quotas.set_user_quota(user_id, body.limits())
     return UserOut.of(accounts.users.get(user_id))
