@@ -66,6 +66,13 @@ def test_exact_reply_split(tiny: TestClient) -> None:
     assert body["model"] == "tiny-r1"
 
 
+@pytest.mark.parametrize("temperature", [1e-46, 1e-100, 5e-324])
+def test_a_tiny_temperature_gives_the_greedy_reply(tiny: TestClient, temperature: float) -> None:
+    body = {"messages": HI, "temperature": temperature, "max_tokens": 40}
+    reply = tiny.post("/v1/chat/completions", json=body).json()
+    assert reply["choices"][0]["message"]["content"] == TINY_ANSWER
+
+
 def test_exact_reply_with_default_sampling(tiny: TestClient) -> None:
     # The model ships T=0.6, top_p=0.95; its logit margins keep the reply exact.
     body = tiny.post("/v1/chat/completions", json={"messages": HI, "seed": 7}).json()

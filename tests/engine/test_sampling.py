@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r1serve.engine.protocol import SamplingParams
+from r1serve.engine.protocol import GREEDY_BELOW, SamplingParams
 from r1serve.engine.transformers import sampling
 from r1serve.engine.transformers.sampling import SequenceSampler, adjust_logits, sample
 from r1serve.errors import RequestError
@@ -317,3 +317,63 @@ def test_cuda_gives_the_same_tokens_as_cpu() -> None:
     on_cpu = run(logits, batch(), 10)
     on_gpu = run(logits.cuda(), batch(), 10)
     assert on_cpu == on_gpu
+
+
+# Tiny temperatures (issue #14): 1e-46 rounds to 0 in float32, and logits / 0 is NaN.
+
+TINY_TEMPERATURES = [1e-46, 1e-100, 5e-324, 1e-30, 1e-6, 9.99e-6]
+_logit = st.floats(-1e4, 1e4, width=32) | st.just(-math.inf)
+_logit_rows = st.lists(_logit, min_size=2, max_size=40).filter(
+    lambda row: any(math.isfinite(x) for x in row)
+)
+# The whole accepted range, with the subnormal and tiny end drawn as often as the rest.
+_temperature = (
+    st.floats(0.0, 100.0)
+    | st.floats(5e-324, 1e-5)
+    | st.sampled_from([*TINY_TEMPERATURES, GREEDY_BELOW])
+)
+
+
+@pytest.mark.parametrize("temperature", TINY_TEMPERATURES)
+def test_tiny_temperatures_pick_the_argmax(temperature: float) -> None:
+    torch.manual_seed(3)
+    logits = torch.randn(4, 300) * 5
+    logits[1, 7] = logits[1, 200] = 50.0  # a tie: the lowest id, like temperature 0
+    samplers = [make(300, temperature=temperature, seed=row, top_p=0.9) for row in range(4)]
+    assert sample(logits, samplers).tolist() == logits.argmax(dim=-1).tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    row=_logit_rows,
+    temperature=_temperature,
+    top_p=st.floats(0.01, 1.0),
+    top_k=st.integers(0, 50),
+    seed=st.integers(0, 2**32),
+)
+def test_any_accepted_temperature_samples_a_token_with_a_finite_logit(
+    row: list[float], temperature: float, top_p: float, top_k: int, seed: int
+) -> None:
+    logits = torch.tensor([row], dtype=torch.float32)
+    sampler = make(len(row), temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+    token = int(sample(logits, [sampler])[0])
+    assert math.isfinite(row[token]), (row, temperature, token)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    row=st.lists(st.floats(-1e3, 1e3, width=32), min_size=2, max_size=40),
+    best=st.integers(0, 39),
+    temperature=st.floats(5e-324, 1e-3),
+    seed=st.integers(0, 2**32),
+)
+def test_the_greedy_limit_is_continuous(
+    row: list[float], best: int, temperature: float, seed: int
+) -> None:
+    """Near 0 the draw is the argmax whenever the best logit leads by 1 (1 / 1e-3 = 1000: every
+    other weight is exp(-1000) = 0), on either side of the greedy threshold."""
+    best %= len(row)
+    row[best] = max(row) + 1.0
+    logits = torch.tensor([row], dtype=torch.float32)
+    token = int(sample(logits, [make(len(row), temperature=temperature, seed=seed)])[0])
+    assert token == best, (row, temperature)

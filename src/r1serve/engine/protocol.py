@@ -27,9 +27,15 @@ FinishReason = Literal["stop", "length", "timeout", "abort", "error"]
 ``timeout``: the per-request time limit; ``abort``: cancelled; ``error``: the engine failed."""
 
 
+GREEDY_BELOW = 1e-5
+"""Temperatures below this (0 included) decode greedily: softmax(logits / T) is then the argmax
+in all but exact ties, and dividing float32 logits by a T that rounds to 0 (below ~1e-45) would
+give NaN instead (vLLM uses the same threshold)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """Per-request decoding settings. ``temperature == 0`` means greedy."""
+    """Per-request decoding settings. ``temperature < GREEDY_BELOW`` (0 too) means greedy."""
 
     temperature: float = 1.0
     top_p: float = 1.0
@@ -66,7 +72,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,10 @@
 Order of operations for one row: repetition penalty (HF: over prompt and output tokens,
 positive logits divided, negative multiplied), presence and frequency penalties (OpenAI: over
 output tokens, ``logit -= presence * (count > 0) + frequency * count``), ``logit_bias`` and
-banned tokens, then either greedy argmax (temperature 0; ties go to the lowest id) or
-temperature, top-k, top-p (over the top-k renormalized), min-p (relative to the most likely
-token), and a draw.
+banned tokens, then either greedy argmax (temperature below ``GREEDY_BELOW``, 1e-5, 0 included;
+ties go to the lowest id) or temperature, top-k, top-p (over the top-k renormalized), min-p
+(relative to the most likely token), and a draw. ``(logit - max) / T`` is at most 0 for every
+T drawn with (>= 1e-5), so it never overflows: the best token's weight is exactly 1.
 
 Reproducibility: each row draws exactly one uniform number per step from its own CPU
 ``torch.Generator`` and turns it into a token by inverse-CDF sampling over its own row. So a
