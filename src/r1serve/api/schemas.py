@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from r1serve.text import check_unicode
 
@@ -49,6 +56,9 @@ class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = Field(None, max_length=256)
+    # An assistant turn's calls (content may then be null) and a tool result's call id.
+    tool_calls: list[dict[str, Any]] | None = Field(None, max_length=128)
+    tool_call_id: str | None = Field(None, max_length=256)
     # Earlier assistant turns may carry these back; they never reach the prompt.
     reasoning_content: str | None = None
     reasoning: str | None = None
@@ -67,6 +77,17 @@ class ChatMessage(_Request):
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
+
+    def template_message(self) -> dict[str, Any]:
+        """The message as chat templates read it ("developer" becomes "system" there)."""
+        message: dict[str, Any] = {"role": self.role, "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+            if self.content is None:  # templates test for none to render calls alone
+                message["content"] = None
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
 
 
 class SamplingFields(_Request):
@@ -126,6 +147,15 @@ class SamplingFields(_Request):
             raise ValueError("logprobs are not supported by this server")
         return value
 
+    @field_validator("stream_options")
+    @classmethod
+    def _options_need_stream(
+        cls, value: StreamOptions | None, info: ValidationInfo
+    ) -> StreamOptions | None:
+        if value is not None and not info.data.get("stream"):
+            raise ValueError("stream_options is only allowed when stream is true")
+        return value
+
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:
             return ()
@@ -134,10 +164,40 @@ class SamplingFields(_Request):
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
-    max_completion_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = Field(
+        None, description="Replaces max_tokens (OpenAI's newer name) when both are sent."
+    )
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    modalities: list[str] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = Field(None, description="Legacy; refused.")
+    function_call: str | dict[str, Any] | None = Field(None, description="Legacy; refused.")
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("logprobs") is not True:
+            raise ValueError("top_logprobs requires logprobs to be true")
+        return value
+
+    @field_validator("modalities")
+    @classmethod
+    def _text_only(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and value != ["text"]:
+            raise ValueError('this server only produces text: modalities must be ["text"]')
+        return value
+
+    @field_validator("functions", "function_call")
+    @classmethod
+    def _no_legacy_functions(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None:
+            raise ValueError(
+                f"{info.field_name} (OpenAI's deprecated function calling) is not supported "
+                "by this server"
+            )
+        return value
 
     @model_validator(mode="after")
     def _unsupported(self) -> ChatCompletionRequest:
@@ -147,7 +207,7 @@ class ChatCompletionRequest(SamplingFields):
             raise ValueError("tool calling is not supported by this server")
         if self.response_format and self.response_format.get("type") != "text":
             raise ValueError("only response_format {'type': 'text'} is supported")
-        if self.max_completion_tokens is not None and self.max_tokens is None:
+        if self.max_completion_tokens is not None:
             self.max_tokens = self.max_completion_tokens
         return self
 

@@ -141,7 +141,7 @@ class CompletionService:
         )
 
     def chat_prompt(self, req: ChatCompletionRequest) -> Prompt:
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        messages = [m.template_message() for m in req.messages]
         return self.engine.render_chat(messages, add_generation_prompt=True)
 
     def text_prompt(self, text: str) -> Prompt:

@@ -31,6 +31,8 @@ from r1serve.errors import ConfigError, RequestError
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 _REASONING_FIELDS = ("reasoning_content", "reasoning")
+# OpenAI's newer name for the system role; templates only know "system".
+_ROLE_ALIASES = {"developer": "system"}
 
 
 def strip_reasoning(text: str) -> str:
@@ -128,6 +130,8 @@ class ChatFormatter:
         """Apply the template and tokenize the result."""
         self._refuse_added_tokens(template_kwargs)
         prepared = _prepare_messages(messages, keep_last_reasoning=not add_generation_prompt)
+        # Only contents are spliced in as plain text; tool calls and names go in the template.
+        self._refuse_added_tokens([_template_fields(message) for message in prepared])
         contents = [message.get("content") for message in prepared]
         marker = _unused_marker(contents)
         placeholders = [
@@ -223,6 +227,7 @@ def _prepare_messages(
         if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
             raise RequestError(f"messages[{index}] needs a string 'role'", param="messages")
         item = dict(message)
+        item["role"] = _ROLE_ALIASES.get(str(item["role"]), item["role"])
         item["content"] = _content_text(message.get("content"), index)
         is_continued = keep_last_reasoning and index == len(messages) - 1
         if item["role"] == "assistant" and not is_continued:
@@ -232,6 +237,12 @@ def _prepare_messages(
                 item["content"] = strip_reasoning(item["content"])
         prepared.append(item)
     return prepared
+
+
+def _template_fields(message: Mapping[str, object]) -> dict[str, object]:
+    """A message's strings that the template renders as its own text (not the content)."""
+    skip = ("role", "content", *_REASONING_FIELDS)
+    return {key: value for key, value in message.items() if key not in skip}
 
 
 def _content_text(content: object, index: int) -> str | None:
