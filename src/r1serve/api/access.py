@@ -102,9 +102,7 @@ class AccessWatch:
         principals = {lease.principal for lease in self._leases}
         if not principals:
             return
-        problems = await anyio.to_thread.run_sync(
-            lambda: {p: self._check(p) for p in principals}
-        )
+        problems = await anyio.to_thread.run_sync(lambda: {p: self._check(p) for p in principals})
         for lease in list(self._leases):
             reason = problems.get(lease.principal)
             if reason is not None:

@@ -58,9 +58,7 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
         own = accounts is None
         app.state.accounts = open_accounts(settings) if own else accounts
         app.state.accounts.usage.start()
-        app.state.access = AccessWatch(
-            app.state.accounts.access_problem, settings.auth_recheck_s
-        )
+        app.state.access = AccessWatch(app.state.accounts.access_problem, settings.auth_recheck_s)
         app.state.access.start()
         await engine.start()
         history = HistoryService.over(
@@ -97,6 +95,8 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
         reasoning_format=settings.reasoning_format,
         default_sampling=dict(engine.default_sampling),
         default_timeout_s=settings.request_timeout_s,
+        prompt_workers=settings.prompt_workers,
+        max_prompt_chars=settings.max_prompt_chars,
     )
     install_error_handlers(app)
 

@@ -14,13 +14,13 @@ from typing import Literal
 import anyio
 from sse_starlette import ServerSentEvent
 
+from r1serve.api.access import AccessWatch, revocable
 from r1serve.api.conversation_schemas import (
     ConversationCreate,
     ConversationPatch,
     MessageEdit,
     MessagePost,
 )
-from r1serve.api.access import AccessWatch, revocable
 from r1serve.api.replies import ReplyManager
 from r1serve.api.reply_events import (
     ChunkFormat,
@@ -205,14 +205,17 @@ class HistoryService:
         conversation = context.conversation
         settings = ReplySettings.model_validate(dict(conversation.settings), strict=False)
         engine = self.completions.engine
-        built = await anyio.to_thread.run_sync(
+        # Old turns may be dropped to fit; the system prompt and the question never are.
+        built = await self.completions.prompts.prepare(
+            len(conversation.system_prompt) + len(question),
             lambda: build_history_prompt(
                 engine,
                 system_prompt=conversation.system_prompt,
                 history=context.history,
                 question=question,
                 max_tokens=settings.max_tokens,
-            )
+            ),
+            param="content",
         )
         params = self._sampling(settings, built.max_tokens)
         plan = ReplyPlan(

@@ -86,7 +86,9 @@ class MeteredCompletionService(CompletionService):
             return outputs
         _metered.set(None)  # one request, one record
         prompt_tokens = sum(len(prompt.token_ids) for prompt in prompts)
-        counted = _counted(outputs, metered, prompt_tokens, self.engine.model_name, self._recorder())
+        counted = _counted(
+            outputs, metered, prompt_tokens, self.engine.model_name, self._recorder()
+        )
         if self._access is None or metered.principal.method == "local":
             return counted
         # Outside the counter: a revocation cancels it mid-read, so usage says "cancelled".

@@ -9,7 +9,8 @@ from the database (a finished reply, or one another server writes) agree on ever
 - the finish chunk, ``done`` (or ``error``) and ``[DONE]`` follow at N+1, N+2 and N+3, where N
   is the length of the whole text.
 
-"Everything after ``Last-Event-ID: k``" is then the text after offset k, plus what follows.
+"Everything after ``Last-Event-ID: k``" is then the text after offset k, plus what follows;
+``done`` (or ``error``) and the end come whatever k is, so every reattach ends well-formed.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from r1serve.errors import AccessRevokedError, R1ServeError, RequestError
 EventKind = Literal["start", "chunk", "finish", "done", "error", "end"]
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 MAX_EVENT_ID = 2**53  # what a browser can hold exactly
+_ALWAYS_SENT = frozenset({"done", "error", "end"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +175,12 @@ async def stored_events(
 
 
 def render(event: ReplyEvent, after: int | None, fmt: ChunkFormat) -> ServerSentEvent | None:
-    """The SSE form of an event, trimmed to what follows ``after``; None if all came before."""
-    if after is not None and event.id <= after:
+    """The SSE form of an event, trimmed to what follows ``after``; None if all came before.
+
+    ``done``/``error`` and the end are always sent: a client past the saved text (it saw text
+    that a crash lost) still learns how the reply ended and what was kept.
+    """
+    if after is not None and event.id <= after and event.kind not in _ALWAYS_SENT:
         return None
     event_id = str(event.id)
     if event.kind == "chunk":
