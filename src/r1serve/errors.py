@@ -12,6 +12,7 @@ the message on one line and exits non-zero.
     │   ├── PayloadTooLargeError      (413, "invalid_request_error")
     │   └── UnprocessableError        (422, "invalid_request_error")  schema validation failed
     ├── AuthenticationError           (401, "authentication_error")
+    │   └── AccessRevokedError        (code "access_revoked") a running stream's access ended
     ├── PermissionDeniedError         (403, "permission_error")
     ├── RateLimitError                (429, "rate_limit_error", Retry-After)
     ├── OverloadedError               (503, "server_overloaded", Retry-After)
@@ -85,6 +86,13 @@ class UnprocessableError(RequestError):
 class AuthenticationError(R1ServeError):
     status_code = 401
     error_type = "authentication_error"
+
+
+class AccessRevokedError(AuthenticationError):
+    """The key or session behind a running stream or reply was revoked, ended or changed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="access_revoked")
 
 
 class PermissionDeniedError(R1ServeError):

@@ -173,6 +173,19 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         4 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above it)."
     )
+    max_prompt_chars: int | None = Field(
+        None,
+        gt=0,
+        description="Longest prompt in characters (all messages together) that is rendered and "
+        "tokenized; longer ones get 400 at once. Default: 32 x the context length in tokens.",
+    )
+    prompt_workers: int = Field(
+        2,
+        gt=0,
+        le=64,
+        description="Threads that render chat templates and tokenize prompts, off the event "
+        "loop; more prompts wait for one (and get 503 once the engine's queue is full).",
+    )
     send_timeout_s: float = Field(
         30.0,
         gt=0,

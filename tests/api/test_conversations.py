@@ -225,13 +225,27 @@ def test_reattach_replays_exactly_what_follows_last_event_id(build: Build) -> No
         after = events_of(client.get(path, headers={"Last-Event-ID": str(last)}).text)
         # From storage the text comes as one chunk; its id and the ones after match live ids.
         text_ids = [length] if last < length else []
+        # done and [DONE] always come: every reattach ends well-formed.
         assert [e.id for e in after] == text_ids + [
-            i for i in range(length + 1, length + 4) if i > last
+            i for i in range(length + 1, length + 4) if i > last or i >= length + 2
         ]
         assert "".join(joined_text(after)) == whole[last:]
-        assert _names(after)[-2:] == _names(live)[-2:] or last >= length + 2
+        assert _names(after)[-2:] == _names(live)[-2:]
     for bad in ("abc", "-1", "1e3", "9" * 30):
         assert client.get(path, headers={"Last-Event-ID": bad}).status_code == 400
+
+
+def test_reattach_past_the_saved_text_gets_a_clean_done(build: Build) -> None:
+    """After a crash a client may have seen text that was never saved (#14)."""
+    client = build(FakeReply(chunks=["<think>", "a", "</think>", "bc"]))
+    cid = create(client)["id"]
+    live = post(client, cid, "go")
+    mid = final_message(live)["id"]
+    path = f"/api/conversations/{cid}/messages/{mid}/stream"
+    past = events_of(client.get(path, headers={"Last-Event-ID": str(live[-1].id + 40)}).text)
+    assert _names(past) == _names(live)[-2:]  # done, then [DONE]
+    assert past[-1].data == "[DONE]"
+    assert final_message(past) == final_message(live)
 
 
 def _names(events: Any) -> list[str | None]:

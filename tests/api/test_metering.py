@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -166,7 +167,7 @@ def test_revoking_a_key_ends_its_live_stream_soon_after(live: LiveServer) -> Non
     assert wait_for(lambda: len(received) > 5, timeout=10)
     accounts.keys.revoke(accounts.local_principal(), created.info.id)
     assert done.wait(5), "the stream went on after its key was revoked"
-    assert "data: [DONE]" not in received
+    _assert_ends_with_access_error(received, "revoked")
     assert wait_for(lambda: list(live.engine.finished.values()) == ["abort"])
     assert len(live.engine.fake_runner.decode_batches) < 300
     accounts.usage.flush()
@@ -188,19 +189,26 @@ def test_disabling_the_user_ends_a_web_session_stream(live: LiveServer) -> None:
 
         threading.Thread(target=stop_ada).start()
         lines: list[str] = []
-        with (
-            pytest.raises(httpx.HTTPError),
-            http.stream(
-                "POST",
-                "/v1/chat/completions",
-                json={"messages": HI, "stream": True},
-                headers={"X-CSRF-Token": csrf},
-            ) as response,
-        ):
+        with http.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={"messages": HI, "stream": True},
+            headers={"X-CSRF-Token": csrf},
+        ) as response:
             for line in response.iter_lines():
                 lines.append(line)
-        assert ended.is_set() and "data: [DONE]" not in lines
+        assert ended.is_set()
+        _assert_ends_with_access_error(lines, "session ended")  # disabling ends sessions
     assert wait_for(lambda: list(live.engine.finished.values()) == ["abort"])
+
+
+def _assert_ends_with_access_error(lines: list[str], reason: str) -> None:
+    """The stream ended well-formed: OpenAI's error shape in a data line, then [DONE]."""
+    data = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
+    assert data[-1] == "[DONE]", lines[-5:]
+    error = json.loads(data[-2])["error"]
+    assert error["code"] == "access_revoked" and error["type"] == "authentication_error"
+    assert reason in error["message"]
 
 
 def test_the_openai_client_works_with_a_key_and_fails_without(live: LiveServer) -> None:

@@ -31,3 +31,20 @@ def test_readmes_cover_the_same_commands() -> None:
                     "/generate", "reasoning_content"):  # fmt: skip
         assert command in english, command
         assert command in chinese, command
+
+
+def test_history_docs_give_the_real_dead_writer_delays() -> None:
+    """#14: the docs said "at once" while a same-machine dead writer waited for a sweep."""
+    import inspect
+
+    from r1serve.api.replies import ReplyManager
+
+    defaults = inspect.signature(ReplyManager).parameters
+    sweep, lease = defaults["sweep_interval_s"].default, defaults["lease_s"].default
+    english = (ROOT / "docs" / "history.md").read_text()
+    section = english[english.index("### Several replicas") :]
+    section = section[: section.index("###", 4)]
+    assert "at once" not in section
+    assert f"every {sweep:g} seconds" in section
+    assert f"{lease:g} seconds old" in section
+    assert f"约 {sweep:g} 秒内" in english and f"超过 {lease:g} 秒" in english

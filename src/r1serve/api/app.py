@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from r1serve import __version__
+from r1serve.api.access import AccessWatch
 from r1serve.api.deps import ClientGone
 from r1serve.api.errors import install_error_handlers
 from r1serve.api.history import HistoryService
@@ -57,8 +58,12 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
         own = accounts is None
         app.state.accounts = open_accounts(settings) if own else accounts
         app.state.accounts.usage.start()
+        app.state.access = AccessWatch(app.state.accounts.access_problem, settings.auth_recheck_s)
+        app.state.access.start()
         await engine.start()
-        history = HistoryService.over(app.state.accounts.database, app.state.service)
+        history = HistoryService.over(
+            app.state.accounts.database, app.state.service, app.state.access
+        )
         app.state.history = history
         try:
             await history.start()
@@ -68,6 +73,7 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
                 await history.close()  # running replies are saved as incomplete
             finally:
                 await engine.close()
+                await app.state.access.close()
                 if own:
                     close_accounts(app.state.accounts)
 
@@ -85,9 +91,12 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
     app.state.service = MeteredCompletionService(
         engine,
         recorder=lambda: app.state.accounts.usage,
+        access=lambda: app.state.access,
         reasoning_format=settings.reasoning_format,
         default_sampling=dict(engine.default_sampling),
         default_timeout_s=settings.request_timeout_s,
+        prompt_workers=settings.prompt_workers,
+        max_prompt_chars=settings.max_prompt_chars,
     )
     install_error_handlers(app)
 

@@ -14,6 +14,7 @@ from typing import Literal
 import anyio
 from sse_starlette import ServerSentEvent
 
+from r1serve.api.access import AccessWatch, revocable
 from r1serve.api.conversation_schemas import (
     ConversationCreate,
     ConversationPatch,
@@ -72,8 +73,10 @@ class HistoryService:
         replies: ReplyManager,
         completions: CompletionService,
         *,
+        access: AccessWatch | None = None,
         poll_s: float = 0.5,
     ) -> None:
+        self.access = access
         self.store = store
         self.transfer = transfer
         self.replies = replies
@@ -81,10 +84,13 @@ class HistoryService:
         self.poll_s = poll_s
 
     @classmethod
-    def over(cls, database: Database, completions: CompletionService) -> HistoryService:
+    def over(
+        cls, database: Database, completions: CompletionService, access: AccessWatch | None = None
+    ) -> HistoryService:
         """The service over a database, with the default reply manager."""
         store = ConversationStore(database)
-        return cls(store, ConversationTransfer(database), ReplyManager(store), completions)
+        transfer, replies = ConversationTransfer(database), ReplyManager(store)
+        return cls(store, transfer, replies, completions, access=access)
 
     async def start(self) -> None:
         """Mark replies a dead server left as incomplete; start sweeping."""
@@ -199,14 +205,17 @@ class HistoryService:
         conversation = context.conversation
         settings = ReplySettings.model_validate(dict(conversation.settings), strict=False)
         engine = self.completions.engine
-        built = await anyio.to_thread.run_sync(
+        # Old turns may be dropped to fit; the system prompt and the question never are.
+        built = await self.completions.prompts.prepare(
+            len(conversation.system_prompt) + len(question),
             lambda: build_history_prompt(
                 engine,
                 system_prompt=conversation.system_prompt,
                 history=context.history,
                 question=question,
                 max_tokens=settings.max_tokens,
-            )
+            ),
+            param="content",
         )
         params = self._sampling(settings, built.max_tokens)
         plan = ReplyPlan(
@@ -277,14 +286,22 @@ class HistoryService:
         fmt = chunk_format(message, self.completions.engine.model_name)
         reply = self.replies.get(message_id)
         if reply is not None and reply.conversation_id == conversation_id:
-            return sse(reply.subscribe(), after, fmt)
+            return sse(self._followed(caller, reply.subscribe()), after, fmt)
         question = await self._message(caller, conversation_id, message.parent_id)
 
         async def reload() -> MessageRecord:
             return await self._message(caller, conversation_id, message_id)
 
         events = stored_events(conversation_id, question, message, reload, self.poll_s)
-        return sse(events, after, fmt)
+        return sse(self._followed(caller, events), after, fmt)
+
+    def _followed(
+        self, caller: Principal, events: AsyncIterator[ReplyEvent]
+    ) -> AsyncIterator[ReplyEvent]:
+        """A follower's events, ending when the follower's own access does."""
+        if self.access is None or caller.method == "local":
+            return events
+        return revocable(events, self.access.lease(caller))
 
     async def stop(self, caller: Principal, conversation_id: str, message_id: str) -> MessageRecord:
         """Stop a reply and return it as saved; a finished one is returned as it is."""

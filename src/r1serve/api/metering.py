@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import Depends, Request
 
+from r1serve.api.access import AccessWatch, revocable
 from r1serve.api.security import Accounts, Caller
 from r1serve.api.service import CompletionService, Output
 from r1serve.auth import Principal, UsageEvent, UsageRecorder
@@ -54,9 +55,16 @@ AdmittedCaller = Annotated[None, Admitted]
 class MeteredCompletionService(CompletionService):
     """``CompletionService`` whose metered requests record their usage when they end."""
 
-    def __init__(self, *args: Any, recorder: Callable[[], UsageRecorder], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        recorder: Callable[[], UsageRecorder],
+        access: Callable[[], AccessWatch] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._recorder = recorder
+        self._access = access
 
     async def start(
         self,
@@ -68,7 +76,8 @@ class MeteredCompletionService(CompletionService):
         timeout: float | None = None,
         split_reasoning: bool = True,
     ) -> AsyncIterator[Output]:
-        """As ``CompletionService.start``; usage is recorded when the outputs end."""
+        """As ``CompletionService.start``; usage is recorded when the outputs end, and the
+        outputs end with AccessRevokedError once the caller's access does."""
         outputs = await super().start(
             base_id, prompts, params, n=n, timeout=timeout, split_reasoning=split_reasoning
         )
@@ -77,7 +86,13 @@ class MeteredCompletionService(CompletionService):
             return outputs
         _metered.set(None)  # one request, one record
         prompt_tokens = sum(len(prompt.token_ids) for prompt in prompts)
-        return _counted(outputs, metered, prompt_tokens, self.engine.model_name, self._recorder())
+        counted = _counted(
+            outputs, metered, prompt_tokens, self.engine.model_name, self._recorder()
+        )
+        if self._access is None or metered.principal.method == "local":
+            return counted
+        # Outside the counter: a revocation cancels it mid-read, so usage says "cancelled".
+        return revocable(counted, self._access().lease(metered.principal))
 
 
 async def _counted(

@@ -32,7 +32,7 @@ from r1serve.conversations import (
     worker_is_gone,
 )
 from r1serve.conversations.records import storable
-from r1serve.errors import R1ServeError
+from r1serve.errors import AccessRevokedError, R1ServeError
 
 log = logging.getLogger("r1serve.api")
 
@@ -90,6 +90,7 @@ class Reply:
         self._consuming = False
         self._finished = False
         self._stop_status: MessageStatus = "incomplete"
+        self._ended_by: R1ServeError | None = None  # the error the final events carry
         self._wakeup = asyncio.Event()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -167,6 +168,9 @@ class Reply:
                 current.uncancel()
             if finish is None:
                 return self._stop_status, "abort", None
+        except AccessRevokedError as exc:  # the key or user that started it lost access
+            self._ended_by = exc
+            return "stopped", finish or "abort", exc.message
         except R1ServeError as exc:
             return "error", finish, exc.message
         except Exception:
@@ -187,7 +191,7 @@ class Reply:
         try:
             await saver  # no progress save may land after the final one
             self.final = await self._save_final(status, finish, message)
-            error = None if message is None else R1ServeError(message)
+            error = self._ended_by or (None if message is None else R1ServeError(message))
             if self.final is None and error is None:
                 error = R1ServeError("the reply could not be saved (was the conversation deleted?)")
             events = final_events(self._length, self.final, error)

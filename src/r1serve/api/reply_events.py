@@ -9,7 +9,8 @@ from the database (a finished reply, or one another server writes) agree on ever
 - the finish chunk, ``done`` (or ``error``) and ``[DONE]`` follow at N+1, N+2 and N+3, where N
   is the length of the whole text.
 
-"Everything after ``Last-Event-ID: k``" is then the text after offset k, plus what follows.
+"Everything after ``Last-Event-ID: k``" is then the text after offset k, plus what follows;
+``done`` (or ``error``) and the end come whatever k is, so every reattach ends well-formed.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from sse_starlette import ServerSentEvent
 from r1serve.api.conversation_schemas import message_json
 from r1serve.api.sse import DONE
 from r1serve.conversations import MessageRecord
-from r1serve.errors import R1ServeError, RequestError
+from r1serve.errors import AccessRevokedError, R1ServeError, RequestError
 
 EventKind = Literal["start", "chunk", "finish", "done", "error", "end"]
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 MAX_EVENT_ID = 2**53  # what a browser can hold exactly
+_ALWAYS_SENT = frozenset({"done", "error", "end"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +175,12 @@ async def stored_events(
 
 
 def render(event: ReplyEvent, after: int | None, fmt: ChunkFormat) -> ServerSentEvent | None:
-    """The SSE form of an event, trimmed to what follows ``after``; None if all came before."""
-    if after is not None and event.id <= after:
+    """The SSE form of an event, trimmed to what follows ``after``; None if all came before.
+
+    ``done``/``error`` and the end are always sent: a client past the saved text (it saw text
+    that a crash lost) still learns how the reply ended and what was kept.
+    """
+    if after is not None and event.id <= after and event.kind not in _ALWAYS_SENT:
         return None
     event_id = str(event.id)
     if event.kind == "chunk":
@@ -199,12 +205,19 @@ def render(event: ReplyEvent, after: int | None, fmt: ChunkFormat) -> ServerSent
 async def sse(
     events: AsyncIterator[ReplyEvent], after: int | None, fmt: ChunkFormat
 ) -> AsyncIterator[ServerSentEvent]:
-    """Rendered events after ``after``; closing this closes ``events`` (never the reply)."""
+    """Rendered events after ``after``; closing this closes ``events`` (never the reply).
+
+    A follower whose own access ends gets an error event and the end, without ids: the reply
+    goes on for its owner, and a later reattach resumes from the last real event.
+    """
     try:
         async for event in events:
             rendered = render(event, after, fmt)
             if rendered is not None:
                 yield rendered
+    except AccessRevokedError as exc:
+        yield ServerSentEvent(data=_dumps(exc.to_dict()), event="error")
+        yield ServerSentEvent(data=DONE)
     finally:
         close = getattr(events, "aclose", None)
         if close is not None:

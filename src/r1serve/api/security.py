@@ -165,8 +165,8 @@ def _auth_error(error: R1ServeError, send_headers: dict[str, str] | None = None)
 class AuthMiddleware:
     """Resolve the caller of every non-public request; CSRF and Origin checks for changes.
 
-    Streams re-check the caller every ``auth_recheck_s`` seconds while they send; a revoked
-    key, ended session, disabled user or changed role ends the stream as a disconnect would.
+    Streams re-check the caller every ``auth_recheck_s`` seconds while they send (see
+    ``_StreamGuard``; generation streams end themselves first through ``api.access``).
     """
 
     def __init__(self, app: ASGIApp, accounts: Callable[[], AuthService]) -> None:
@@ -200,13 +200,19 @@ class AuthMiddleware:
 
 
 class _StreamGuard:
-    """Re-checks the caller between body chunks; once it fails, the client counts as gone."""
+    """Re-checks the caller between body chunks; a stream that outlives its access is cut.
+
+    Generation streams and reply streams end themselves well-formed (an error event, then
+    their end) through ``api.access``; this is the backstop for any other long body, and
+    waits two recheck intervals so that it never cuts one of those short.
+    """
 
     def __init__(self, accounts: AuthService, caller: Principal, receive: Receive, send: Send):
         self.accounts = accounts
         self.caller = caller
         self.interval = accounts.settings.auth_recheck_s
         self.checked_at = time.monotonic()
+        self.cut_at: float | None = None
         self.revoked = anyio.Event()
         self._receive = receive
         self._send = send
@@ -216,17 +222,19 @@ class _StreamGuard:
             raise OSError("credentials revoked")
         if message["type"] == "http.response.body" and message.get("more_body"):
             now = time.monotonic()
-            if now - self.checked_at >= self.interval:
+            if self.cut_at is None and now - self.checked_at >= self.interval:
                 self.checked_at = now
                 valid = await anyio.to_thread.run_sync(self.accounts.still_valid, self.caller)
                 if not valid:
-                    log.info("ending a stream of %r: credentials revoked", self.caller.username)
-                    self.revoked.set()
-                    raise OSError("credentials revoked")
+                    self.cut_at = now + 2 * self.interval
+            if self.cut_at is not None and now >= self.cut_at:
+                log.info("cutting a stream of %r: credentials revoked", self.caller.username)
+                self.revoked.set()
+                raise OSError("credentials revoked")
         await self._send(message)
 
     async def receive(self) -> Message:
-        # After a revocation the response's own disconnect handling takes over; a send has
+        # After a cut the response's own disconnect handling takes over; a send has
         # already failed, which ends the stream and closes the generation.
         if self.revoked.is_set():
             return {"type": "http.disconnect"}

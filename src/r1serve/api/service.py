@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
+from r1serve.api.prompts import PromptWorkers
 from r1serve.api.schemas import (
     AssistantMessage,
     ChatChoice,
@@ -80,8 +81,11 @@ class CompletionService:
         reasoning_format: ReasoningFormat = "split",
         default_sampling: dict[str, Any] | None = None,
         default_timeout_s: float | None = None,
+        prompt_workers: int = 2,
+        max_prompt_chars: int | None = None,
     ) -> None:
         self.engine = engine
+        self.prompts = PromptWorkers(engine, threads=prompt_workers, max_chars=max_prompt_chars)
         self.reasoning_format = reasoning_format
         self.default_sampling = dict(default_sampling or {})
         self.default_timeout_s = default_timeout_s
@@ -143,6 +147,17 @@ class CompletionService:
     def chat_prompt(self, req: ChatCompletionRequest) -> Prompt:
         messages = [m.template_message() for m in req.messages]
         return self.engine.render_chat(messages, add_generation_prompt=True)
+
+    async def prepare_chat(self, req: ChatCompletionRequest) -> Prompt:
+        """``chat_prompt`` off the event loop, after the size and admission checks."""
+        chars = sum(len(m.text()) for m in req.messages)
+        return await self.prompts.prepare(chars, lambda: self.chat_prompt(req))
+
+    async def prepare_texts(self, texts: Sequence[str]) -> list[Prompt]:
+        """``text_prompt`` of each text off the event loop, after the same checks."""
+        chars = sum(len(t) for t in texts)
+        build = lambda: [self.text_prompt(t) for t in texts]  # noqa: E731
+        return await self.prompts.prepare(chars, build, param="prompt")
 
     def text_prompt(self, text: str) -> Prompt:
         ids = self.engine.tokenizer.encode(text, add_special_tokens=True)
@@ -226,7 +241,7 @@ class CompletionService:
 
     async def chat(self, req: ChatCompletionRequest, request_id: str) -> ChatCompletionResponse:
         model = self.check_model(req.model)
-        prompt = self.chat_prompt(req)
+        prompt = await self.prepare_chat(req)
         outputs = await self.start(
             request_id, [prompt], self.sampling(req), n=req.n, timeout=req.timeout
         )
@@ -251,7 +266,7 @@ class CompletionService:
     async def completion(self, req: CompletionRequest, request_id: str) -> CompletionResponse:
         model = self.check_model(req.model)
         texts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
-        prompts = [self.text_prompt(t) for t in texts]
+        prompts = await self.prepare_texts(texts)
         outputs = await self.start(
             request_id,
             prompts,
@@ -279,7 +294,11 @@ class CompletionService:
         self, prompt_text: str, params: SamplingParams, request_id: str
     ) -> GenerateResponse:
         """The simple ``POST /generate`` endpoint: chat template applied, answer apart."""
-        prompt = self.engine.render_chat([{"role": "user", "content": prompt_text}])
+        prompt = await self.prompts.prepare(
+            len(prompt_text),
+            lambda: self.engine.render_chat([{"role": "user", "content": prompt_text}]),
+            param="prompt",
+        )
         totals = (await self.collect(await self.start(request_id, [prompt], params), 1))[0]
         reasoning = "".join(totals.reasoning)
         return GenerateResponse(

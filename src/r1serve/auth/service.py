@@ -108,25 +108,33 @@ class AuthService:
 
     def still_valid(self, principal: Principal) -> bool:
         """Whether the caller's key or session still stands, with the same user and role."""
+        return self.access_problem(principal) is None
+
+    def access_problem(self, principal: Principal) -> str | None:
+        """Why the caller's key or session no longer stands (None while it does)."""
         if principal.method == "local":
-            return True
+            return None
         now = self.clock()
         with self.database.read() as session:
             if principal.api_key_id is not None:
                 found = ApiKeyRepository(session).by_id_with_user(principal.api_key_id)
-                if found is None:
-                    return False
+                if found is None or found[0].revoked_at is not None:
+                    return "the API key was revoked"
                 key, user = found
-                if key.revoked_at is not None or (key.expires_at and key.expires_at <= now):
-                    return False
+                if key.expires_at and key.expires_at <= now:
+                    return "the API key expired"
             elif principal.session_token_hash is not None:
                 live = SessionRepository(session).live_with_user(principal.session_token_hash, now)
                 if live is None:
-                    return False
+                    return "the session ended (logged out or expired)"
                 user = live[1]
             else:
-                return False
-            return not user.disabled and user.role == principal.role
+                return "no key or session"
+            if user.disabled:
+                return "the account was disabled"
+            if user.role != principal.role:
+                return f"the account's role changed to {user.role!r}"
+            return None
 
     def local_principal(self) -> Principal:
         """The caller in single-user local mode (--no-auth): the first enabled admin."""

@@ -1,9 +1,10 @@
 """Which server process writes a reply, and whether that process is still alive.
 
 A reply being generated names its writer (``host/pid/start-time``). When a server starts, and
-every few seconds after, replies whose writer is gone are marked incomplete: at once when the
-writer was a process on this machine that no longer runs (the ``kill -9`` case), and after a
-missed heartbeat lease when it ran on another machine (replicas sharing PostgreSQL).
+every ``sweep_interval_s`` (15 s) after, replies whose writer is gone are marked incomplete: at
+that sweep when the writer was a process on this machine that no longer runs (the ``kill -9``
+case), and once its heartbeat is ``lease_s`` (60 s) old when it ran on another machine (replicas
+sharing PostgreSQL). ``docs/history.md`` states these delays; a test keeps them in step.
 """
 
 from __future__ import annotations

@@ -255,6 +255,11 @@ class Engine(Protocol):
 
     async def close(self) -> None: ...
 
+    def check_admission(self, pending: int = 0) -> None:
+        """Raise OverloadedError (cheaply, without queuing anything) when ``submit`` would, with
+        ``pending`` more requests already on their way in; callers check before tokenizing."""
+        ...
+
     async def submit(self, request: GenerationRequest) -> DeltaStream:
         """Queue a request; raise RequestError/ContextLengthError/OverloadedError before any
         output. The stream ends with a delta that has a finish reason and usage."""

@@ -42,7 +42,7 @@ async def chat_completions(
         result = await unless_disconnected(request, service.chat(body, rid))
         return JSONResponse(result.model_dump())
     model = service.check_model(body.model)
-    prompt = service.chat_prompt(body)
+    prompt = await service.prepare_chat(body)
     outputs = await service.start(
         rid, [prompt], service.sampling(body), n=body.n, timeout=body.timeout
     )
@@ -68,7 +68,7 @@ async def completions(
         return JSONResponse(result.model_dump())
     model = service.check_model(body.model)
     texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    prompts = [service.text_prompt(t) for t in texts]
+    prompts = await service.prepare_texts(texts)
     outputs = await service.start(
         rid, prompts, service.sampling(body), n=body.n, timeout=body.timeout, split_reasoning=False
     )

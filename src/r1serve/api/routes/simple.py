@@ -46,7 +46,11 @@ async def stream_generate(
 
     ``max_length`` is the most new tokens (the prompt is not counted).
     """
-    prompt_tokens = service.engine.render_chat([{"role": "user", "content": prompt}])
+    prompt_tokens = await service.prompts.prepare(
+        len(prompt),
+        lambda: service.engine.render_chat([{"role": "user", "content": prompt}]),
+        param="prompt",
+    )
     outputs = await service.start(
         request_id(request, "gen"), [prompt_tokens], _params(service, max_length, temperature)
     )

@@ -106,6 +106,10 @@ class LocalEngine:
             prompt_len, max_tokens, self._context_length, self._model_context_length
         )
 
+    def check_admission(self, pending: int = 0) -> None:
+        """OverloadedError when the scheduler would refuse a request now (nothing is queued)."""
+        self.scheduler.check_admission(pending)
+
     async def submit(self, request: GenerationRequest) -> RequestStream:
         """Queue the request (errors raise here, before any response starts); stream the deltas."""
         if not request.prompt_token_ids:

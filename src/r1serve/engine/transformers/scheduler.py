@@ -160,20 +160,28 @@ class Scheduler:
         seq = Sequence_(
             request, channel, self.tokenizer, self.runner.vocab_size, max_tokens, self.eos_token_ids
         )
-        slots = self.runner.kv.max_slots
         with self._lock:
-            # Requests that will take a free slot at the next step are not "waiting".
-            free = slots - self._running_count
-            if self._queued - free >= self.config.max_waiting:
-                self.rejected += 1
-                raise OverloadedError(
-                    f"server busy: {slots} requests running and {self.config.max_waiting} "
-                    "waiting (the limit); retry later",
-                    retry_after=self.config.retry_after_s,
-                )
+            self._refuse_if_full(0)
             self._queued += 1
             self._inbox.append(seq)
         self._wake.set()
+
+    def check_admission(self, pending: int = 0) -> None:
+        """Raise OverloadedError when a request submitted after ``pending`` others would be."""
+        with self._lock:
+            self._refuse_if_full(pending)
+
+    def _refuse_if_full(self, pending: int) -> None:
+        slots = self.runner.kv.max_slots
+        # Requests that will take a free slot at the next step are not "waiting".
+        free = slots - self._running_count
+        if self._queued + pending - free >= self.config.max_waiting:
+            self.rejected += 1
+            raise OverloadedError(
+                f"server busy: {slots} requests running and {self.config.max_waiting} "
+                "waiting (the limit); retry later",
+                retry_after=self.config.retry_after_s,
+            )
 
     def abort(self, request_id: str) -> None:
         """Cancel a request; it leaves before the next decode step."""

@@ -1,0 +1,158 @@
+"""Work that outlives one request check: streams and stored replies end when access does.
+
+A running stream or a stored reply holds a ``Lease`` on the caller who started it. One
+``AccessWatch`` task re-checks every distinct caller with a live lease every
+``auth_recheck_s`` seconds (one database read per caller, off the event loop) and revokes the
+leases of callers whose key was revoked, whose session ended, or whose account was disabled or
+changed role. ``revocable`` ends an async iterator with ``AccessRevokedError`` as soon as its
+lease is revoked, so every stream can send a well-formed error event and its end marker
+instead of being cut, and the engine request behind it is aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
+
+import anyio
+
+from r1serve.auth import Principal
+from r1serve.errors import AccessRevokedError
+
+log = logging.getLogger("r1serve.api")
+
+T = TypeVar("T")
+AccessCheck = Callable[[Principal], str | None]  # why access ended, None while it stands
+
+
+class Lease:
+    """One piece of work's hold on its caller's access."""
+
+    def __init__(self, watch: AccessWatch | None, principal: Principal) -> None:
+        self.principal = principal
+        self.reason: str | None = None
+        self._watch = watch
+        self._revoked = asyncio.Event()
+
+    @property
+    def revoked(self) -> bool:
+        return self._revoked.is_set()
+
+    def revoke(self, reason: str) -> None:
+        if not self._revoked.is_set():
+            self.reason = reason
+            self._revoked.set()
+
+    async def wait(self) -> str:
+        """Wait until the lease is revoked; the reason."""
+        await self._revoked.wait()
+        return self.reason or "access ended"
+
+    def error(self) -> AccessRevokedError:
+        return AccessRevokedError(f"access ended: {self.reason or 'revoked'}")
+
+    def release(self) -> None:
+        if self._watch is not None:
+            self._watch.forget(self)
+            self._watch = None
+
+
+class AccessWatch:
+    """Re-checks the callers behind live leases every ``interval_s`` seconds."""
+
+    def __init__(self, check: AccessCheck, interval_s: float) -> None:
+        self._check = check
+        self.interval_s = interval_s
+        self._leases: set[Lease] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def lease(self, principal: Principal) -> Lease:
+        """A lease on ``principal``'s access; release it when the work ends."""
+        if principal.method == "local":  # local mode has nothing to revoke
+            return Lease(None, principal)
+        lease = Lease(self, principal)
+        self._leases.add(lease)
+        self._wake.set()
+        return lease
+
+    def forget(self, lease: Lease) -> None:
+        self._leases.discard(lease)
+
+    @property
+    def watched(self) -> int:
+        return len(self._leases)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="access-watch")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def check_now(self) -> None:
+        """One round of checks over every watched caller."""
+        principals = {lease.principal for lease in self._leases}
+        if not principals:
+            return
+        problems = await anyio.to_thread.run_sync(lambda: {p: self._check(p) for p in principals})
+        for lease in list(self._leases):
+            reason = problems.get(lease.principal)
+            if reason is not None:
+                log.info("ending work of %r: %s", lease.principal.username, reason)
+                lease.revoke(reason)
+                self.forget(lease)
+
+    async def _run(self) -> None:
+        while True:
+            if not self._leases:
+                self._wake.clear()
+                await self._wake.wait()
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.check_now()
+            except Exception as exc:  # the database may be briefly away: check again later
+                log.warning("re-checking callers failed: %s", exc)
+
+
+async def revocable(items: AsyncIterator[T], lease: Lease) -> AsyncIterator[T]:
+    """``items`` until the lease is revoked, then AccessRevokedError; closing closes ``items``.
+
+    Each item is awaited in its own task raced against the revocation, so a stream that waits
+    for its next token (queued, or a slow model) still ends at once.
+    """
+    waiter = asyncio.ensure_future(lease.wait())
+    step: asyncio.Future[T] | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(items))
+            await asyncio.wait({step, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                step.cancel()  # leaving the engine's stream aborts the request
+                with contextlib.suppress(BaseException):
+                    await step
+                raise lease.error()
+            try:
+                item = step.result()
+            except StopAsyncIteration:
+                return
+            step = None
+            yield item
+    finally:
+        waiter.cancel()
+        if step is not None and not step.done():
+            step.cancel()
+            with contextlib.suppress(BaseException):
+                await step
+        lease.release()
+        close = getattr(items, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(RuntimeError):
+                await close()
