@@ -62,6 +62,7 @@ def run_server(settings: Settings, from_flags: Iterable[str] = ()) -> None:
     accounts = open_accounts(settings)
     try:
         app = create_app(settings, built.engine, accounts)
+        app.state.model_source = built.source  # what Ollama's /api/show and /api/tags describe
         url = url_for(settings.host, settings.port)
         announce(console, settings, url, accounts.generated_admin_password)
         uvicorn.run(
