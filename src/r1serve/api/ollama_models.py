@@ -130,7 +130,10 @@ def running_entry(engine: Engine, facts: ModelFacts, started: float) -> dict[str
 
 
 def reasons(engine: Engine) -> bool:
-    """Whether the model thinks first: its template opens a ``<think>`` block, or mentions one."""
+    """Whether the model thinks first: its template opens a ``<think>`` block, or strips the
+    reasoning of earlier replies (R1's template does that, and leaves the opening to the model)."""
+    if "</think>" in str(getattr(engine, "chat_template", "")):
+        return True
     try:
         prompt = engine.render_chat([{"role": "user", "content": "hi"}])
     except R1ServeError:
