@@ -31,3 +31,12 @@ def test_readmes_cover_the_same_commands() -> None:
                     "/generate", "reasoning_content"):  # fmt: skip
         assert command in english, command
         assert command in chinese, command
+
+
+def test_readmes_show_the_ollama_api_and_tested_client_settings() -> None:
+    for name in ("README.md", "README.zh-CN.md"):
+        text = (ROOT / name).read_text()
+        for needle in ("/api/chat", "ollama.Client(", "Bearer r1s-", "docs/ollama.md",
+                       "Open WebUI", "ChatDeepSeek", "ChatOpenAI", "LiteLLM",
+                       "r1serve users passwd", "--port", "R1SERVE_ALLOWED_HOSTS"):  # fmt: skip
+            assert needle in text, (name, needle)
