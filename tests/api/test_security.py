@@ -233,6 +233,9 @@ def test_start_up_banner_keeps_the_generated_password_whole_on_a_narrow_terminal
     settings = Settings(_env_file=None, auth=True)
     announce(console, settings, "http://127.0.0.1:8000", password)
     lines = out.getvalue().splitlines()
-    assert len(lines) == 2  # one per message, never broken mid-way
-    assert "http://127.0.0.1:8000" in lines[0]
-    assert f"as admin with password {password} (shown only now" in lines[1]
+    assert lines[0].startswith("┌") and lines[-1].startswith("└")  # one box, the login inside
+    assert len(lines) == 8  # one line per message, never broken mid-way
+    assert "http://127.0.0.1:8000" in lines[1]
+    assert any(line.startswith("│ user:     admin ") for line in lines)
+    assert any(line.startswith(f"│ password: {password} ") for line in lines)
+    assert len({len(line) for line in lines}) == 1  # the box is closed on the right
