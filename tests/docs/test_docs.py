@@ -48,3 +48,12 @@ def test_history_docs_give_the_real_dead_writer_delays() -> None:
     assert f"every {sweep:g} seconds" in section
     assert f"{lease:g} seconds old" in section
     assert f"约 {sweep:g} 秒内" in english and f"超过 {lease:g} 秒" in english
+
+
+def test_readmes_show_the_ollama_api_and_tested_client_settings() -> None:
+    for name in ("README.md", "README.zh-CN.md"):
+        text = (ROOT / name).read_text()
+        for needle in ("/api/chat", "ollama.Client(", "Bearer r1s-", "docs/ollama.md",
+                       "Open WebUI", "ChatDeepSeek", "ChatOpenAI", "LiteLLM",
+                       "r1serve users passwd", "--port", "R1SERVE_ALLOWED_HOSTS"):  # fmt: skip
+            assert needle in text, (name, needle)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ import huggingface_hub.constants
 import pytest
 import torch
 
+from r1serve.catalog.store import Manifest, write_manifest
+from r1serve.catalog.store import model_dir as store_dir
 from r1serve.engine.source import DEFAULT_MODEL_NAME, ModelSource, resolve_model_source
 from r1serve.engine.transformers.loader import LoadedModel, load_model
 from r1serve.errors import ConfigError, ModelNotFoundError, UnsupportedModelError
@@ -57,7 +60,7 @@ def test_default_is_the_embedded_smollm2_without_importing_it() -> None:
 
 def test_hf_directory() -> None:
     source = resolve_model_source(str(TINY_R1_HF))
-    assert source == ModelSource("hf_dir", TINY_R1_HF.resolve(), "hf")
+    assert source == ModelSource("hf_dir", TINY_R1_HF.resolve(), "tiny-r1")  # not its folder, "hf"
     assert source.file == TINY_R1_HF.resolve()
 
 
@@ -327,3 +330,32 @@ def test_tiny_r1_on_cuda_defaults_to_bfloat16() -> None:
     assert loaded.device.type == "cuda"
     assert loaded.dtype == torch.bfloat16 == next(loaded.model.parameters()).dtype
     assert greedy_reply(loaded) == TINY_REPLY_IDS
+
+
+# --- names --------------------------------------------------------------------------------------
+
+
+def test_a_served_model_is_named_from_its_metadata_not_its_folder(
+    tiny_gguf_alone: Path, tmp_path: Path
+) -> None:
+    # tests/fixtures/tiny-r1/hf: "hf" says nothing; the nearest telling folder names it
+    assert resolve_model_source(str(TINY_R1_HF)).name == "tiny-r1"
+    # a GGUF file, or a folder holding one, is named by its general.name
+    renamed = tmp_path / "model" / "weights.gguf"
+    renamed.parent.mkdir()
+    shutil.copy(tiny_gguf_alone, renamed)
+    assert resolve_model_source(str(renamed)).name == "tiny-r1"
+    assert resolve_model_source(str(renamed.parent)).name == "tiny-r1"
+    # config.json that names its hub repo
+    hub_named = tmp_path / "hf"
+    shutil.copytree(TINY_R1_HF, hub_named)
+    config = json.loads((hub_named / "config.json").read_text())
+    (hub_named / "config.json").write_text(json.dumps({**config, "_name_or_path": "org/tiny"}))
+    assert resolve_model_source(str(hub_named)).name == "org/tiny"
+
+
+def test_a_store_folder_is_named_by_its_repo_id(tmp_path: Path) -> None:
+    folder = store_dir(tmp_path, "deepseek-ai/tiny-r1")
+    shutil.copytree(TINY_R1_HF, folder)
+    write_manifest(folder, Manifest("deepseek-ai/tiny-r1", "main", "0" * 40, "https://hub"))
+    assert resolve_model_source(str(folder)).name == "deepseek-ai/tiny-r1"

@@ -22,12 +22,14 @@ from r1serve.api.middleware import (
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
+from r1serve.api.ollama_wire import OllamaErrorShape
 from r1serve.api.routes import (
     auth,
     conversations,
     health,
     keys,
     metrics,
+    ollama,
     openai,
     simple,
     ui,
@@ -105,7 +107,8 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
         return Response(status_code=499)
 
     app.state.metrics = ServerMetrics(engine)
-    for module in (openai, simple, health, metrics, ui, auth, keys, users, usage, conversations):
+    routers = (openai, ollama, simple, health, metrics, ui, auth, keys, users, usage, conversations)
+    for module in routers:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static")
 
@@ -125,4 +128,5 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-CSRF-Token"],
         )
     app.add_middleware(HostAllowListMiddleware, allowed=allowed_host_names(settings))
+    app.add_middleware(OllamaErrorShape)  # outermost: every error on Ollama's paths
     return app

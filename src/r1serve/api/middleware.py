@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -12,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from r1serve.api.errors import error_response, internal_error_response
 from r1serve.errors import PayloadTooLargeError, RequestError
 
+access_log = logging.getLogger("r1serve.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -94,12 +97,23 @@ class RequestIdMiddleware:
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
 
+        started, status = time.perf_counter(), 0
+
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 MutableHeaders(scope=message)["X-Request-ID"] = request_id
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            # r1serve's one access log (uvicorn's is off): the id ties it to the request line
+            access_log.info(
+                "%s %s %d %.0fms id=%s", scope["method"], scope["path"], status,
+                (time.perf_counter() - started) * 1000, request_id,
+            )  # fmt: skip
 
 
 PAGE_CSP = (

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-from collections.abc import Iterable
+import socket
+from collections.abc import Callable, Iterable
 
 import uvicorn
 from rich.console import Console
@@ -46,14 +47,42 @@ def url_for(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def run_server(settings: Settings, from_flags: Iterable[str] = ()) -> None:
-    """Load the model, then serve until interrupted."""
+def changed_settings(settings: Settings, from_flags: Iterable[str] = ()) -> list[str]:
+    """One line per setting whose value is not its default: ``name = value (from)``."""
+    flags = set(from_flags)
+    lines = []
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        default = field.get_default(call_default_factory=True)
+        env = f"R1SERVE_{name.upper()}"
+        if value == default and name not in flags:
+            continue
+        source = "flag" if name in flags else f"env {env}" if env in os.environ else "default"
+        if source == "default":
+            continue  # a computed default (data_dir…): not something the user changed
+        shown = "(set)" if "password" in name and value else str(value)
+        lines.append(f"{name} = {shown} ({source})")
+    return lines
+
+
+def run_server(settings: Settings, from_flags: Iterable[str] = (), verbose: bool = False) -> None:
+    """Load the model, then serve until interrupted.
+
+    Start-up prints a short summary: the settings that differ from their defaults (all of them
+    with ``verbose``), the model, engine and memory plan, then, once the server listens, the URL
+    and how to log in, last, in a box. uvicorn's access log is off: r1serve logs each request
+    once (``r1serve.access``), so the box is not pushed away by a second log of the same lines.
+    """
     console = Console(stderr=True)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     console.print(f"[bold]r1serve {__version__}[/bold]")
-    console.print(settings_table(settings, from_flags))
+    if verbose:
+        console.print(settings_table(settings, from_flags))
+    else:
+        for line in changed_settings(settings, from_flags):
+            console.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
     check_bind(settings)  # before the slow part: a refused --no-auth fails at once
     with console.status("loading model…"):
         built = build_engine(settings)
@@ -62,42 +91,67 @@ def run_server(settings: Settings, from_flags: Iterable[str] = ()) -> None:
     accounts = open_accounts(settings)
     try:
         app = create_app(settings, built.engine, accounts)
+        app.state.model_source = built.source  # what Ollama's /api/show and /api/tags describe
         url = url_for(settings.host, settings.port)
-        announce(console, settings, url, accounts.generated_admin_password)
-        uvicorn.run(
+        password = accounts.generated_admin_password
+        config = uvicorn.Config(
             app,
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
+            access_log=False,
             http=HeaderTimeoutProtocol,
             timeout_keep_alive=5,
             timeout_graceful_shutdown=10,
         )
+        server = _AnnouncingServer(config, lambda: announce(console, settings, url, password))
+        server.run()
     finally:
         close_accounts(accounts)
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """uvicorn's server that prints the login box once it listens, after uvicorn's own lines."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._on_started()
 
 
 def announce(
     console: Console, settings: Settings, url: str, generated_password: str | None
 ) -> None:
-    """Where the server listens and how to log in; lines are never broken, so that the URL and
-    a generated password stay whole to copy, also from a narrow terminal or a piped log."""
-    console.print(
-        f"serving on [bold]{url}[/bold] (chat page at /, OpenAI API at /v1)", soft_wrap=True
-    )
-    console.print(login_hint(settings, url, generated_password), soft_wrap=True)
+    """Where the server listens and how to log in, in a box; lines are never broken, so that
+    the URL and a generated password stay whole to copy, also from a narrow terminal or a log."""
+    lines = [
+        f"r1serve is ready: {url}",
+        "chat page at /, OpenAI API at /v1, Ollama API at /api",
+        *login_hint(settings, url, generated_password),
+    ]
+    width = max(len(line) for line in lines)
+    console.print("┌" + "─" * (width + 2) + "┐", soft_wrap=True, highlight=False)
+    for line in lines:
+        console.print(f"│ {line.ljust(width)} │", soft_wrap=True, markup=False, highlight=False)
+    console.print("└" + "─" * (width + 2) + "┘", soft_wrap=True, highlight=False)
 
 
-def login_hint(settings: Settings, url: str, generated_password: str | None) -> str:
+def login_hint(settings: Settings, url: str, generated_password: str | None) -> list[str]:
     """How to log in, printed at start-up; a generated admin password appears only here."""
     if not settings.auth:
-        return "no-auth local mode: no login; everything runs as the admin account"
+        return ["no-auth local mode: no login; everything runs as the admin account"]
     if generated_password is not None:
-        return (
-            f"first start: log in at {url} as [bold]admin[/bold] with password "
-            f"[bold]{generated_password}[/bold] (shown only now; change it after logging in)"
-        )
-    return (
-        f"log in at {url}; API clients send 'Authorization: Bearer r1s-…' "
-        "(create keys on the page or with `r1serve keys create`)"
-    )
+        return [
+            f"first start: log in at {url}",
+            "user:     admin",
+            f"password: {generated_password}",
+            "(shown only now; change it after logging in, or later: r1serve users passwd admin)",
+        ]
+    return [
+        f"log in at {url}; API clients send 'Authorization: Bearer r1s-…'",
+        "(create keys on the page or with `r1serve keys create`)",
+    ]

@@ -61,6 +61,9 @@ def serve(
             help="Single-user local mode without logins; only with a loopback --host.",
         ),
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Print every setting at start-up, not only changes.")
+    ] = False,
 ) -> None:
     """Serve a model over the OpenAI-compatible API and the chat page.
 
@@ -68,11 +71,13 @@ def serve(
     """
     from r1serve.api.server import run_server
 
-    flags: dict[str, Any] = {k: v for k, v in locals().items() if v is not None and k != "no_auth"}
+    flags: dict[str, Any] = {
+        k: v for k, v in locals().items() if v is not None and k not in ("no_auth", "verbose")
+    }
     if no_auth:
         flags["auth"] = False
     try:
         settings = settings_from(flags)
-        run_server(settings, from_flags=flags)
+        run_server(settings, from_flags=flags, verbose=verbose)
     except (R1ServeError, ValidationError) as exc:
         fail(exc)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from r1serve.catalog.store import read_manifest
 from r1serve.engine.text.gguf_tokenizer import read_gguf_metadata
 from r1serve.errors import ModelNotFoundError, UnsupportedModelError
 
@@ -105,9 +106,54 @@ def _embedded_default() -> ModelSource:
     return ModelSource("gguf", files[0].parent, DEFAULT_MODEL_NAME, files[0].name)
 
 
+# Folder names that say nothing about the model: the name comes from further up instead.
+_GENERIC_FOLDERS = frozenset(
+    {"hf", "model", "models", "weights", "checkpoint", "checkpoints", "snapshots", "main",
+     "gguf", "safetensors", "files", "latest", "final", "output", "out"}
+)  # fmt: skip
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_HUB_CACHE_REPO = re.compile(r"^models--([^/]+?)--(.+)$")
+
+
 def _display_name(path: Path) -> str:
+    """The served name of the model at ``path``, from its metadata rather than its folder:
+    the store's repo id, the hub id of a cache snapshot, GGUF ``general.name``, ``config.json``'s
+    hub id, and only then the nearest folder (or file) name that is not generic, like ``hf``."""
     resolved = path.resolve()
-    return resolved.stem if resolved.is_file() else resolved.name
+    folder = resolved.parent if resolved.is_file() else resolved
+    manifest = read_manifest(folder)
+    if manifest is not None:
+        return manifest.repo_id
+    for part in reversed(folder.parts):
+        match = _HUB_CACHE_REPO.match(part)
+        if match:
+            return f"{match.group(1)}/{match.group(2)}"
+    named = _named_in_metadata(resolved)
+    if named:
+        return named
+    if resolved.is_file():
+        return resolved.stem
+    for candidate in (folder, *folder.parents):
+        name = candidate.name
+        if name and name.lower() not in _GENERIC_FOLDERS and not _COMMIT.match(name):
+            return name
+    return folder.name or "model"
+
+
+def _named_in_metadata(path: Path) -> str | None:
+    """``general.name`` of a GGUF file, or a hub id in ``config.json`` (``_name_or_path``)."""
+    if path.is_dir() and not (path / "config.json").is_file():
+        ggufs = sorted(path.glob("*.gguf"))
+        path = ggufs[0] if len(ggufs) == 1 else path
+    try:
+        if path.is_file() and path.suffix.lower() == ".gguf":
+            name = read_gguf_metadata(path, arrays=()).get("general.name")
+            return (name.strip() or None) if isinstance(name, str) else None
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnsupportedModelError):
+        return None
+    name = config.get("_name_or_path") if isinstance(config, dict) else None
+    return name if isinstance(name, str) and _REPO_ID.match(name) else None
 
 
 def _source_at(path: Path, name: str) -> ModelSource:

@@ -114,6 +114,7 @@ class ChatFormatter:
         eos_token: str | None,
     ) -> None:
         self._template = compile_template(template)
+        self.source = template  # shown by Ollama's /api/show
         self._tokenizer = tokenizer
         self._bos_token = bos_token
         self._eos_token = eos_token

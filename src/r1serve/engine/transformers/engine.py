@@ -75,6 +75,11 @@ class LocalEngine:
         return self._tokenizer
 
     @property
+    def chat_template(self) -> str:
+        """The Jinja chat template's source, where the renderer keeps it."""
+        return str(getattr(self._chat, "source", ""))
+
+    @property
     def runner(self) -> ModelRunner:
         return self._runner
 

@@ -1,0 +1,146 @@
+"""Wire types of the Ollama-compatible API (``/api/chat``, ``/api/generate``…), as Ollama's
+``docs/api.md`` describes them.
+
+Requests follow the OpenAI schemas' rules (strict types, no NaN, capped counts, valid Unicode)
+but keep Ollama's field names. Unknown top-level fields are accepted, as Ollama ignores them.
+Responses are plain dicts built in ``api.ollama_mapping``: Ollama's shapes are loose, and the
+NDJSON lines are written by hand for speed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from r1serve.api.schemas import MAX_MESSAGES, MAX_STOP_LENGTH, MAX_STOP_STRINGS
+from r1serve.text import check_unicode
+
+ThinkLevel = Literal["low", "medium", "high"]
+MAX_IMAGES = 64
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
+
+
+def _unicode(value: str | None) -> str | None:
+    return value if value is None else check_unicode(value)
+
+
+class Options(_Request):
+    """``options``: the sampling fields r1serve runs; hints are accepted (see ``HINT_OPTIONS``)."""
+
+    num_predict: Annotated[int, Field(ge=-2, le=2**31 - 1)] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+    top_k: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    seed: Annotated[int, Field(ge=-(2**63), lt=2**64)] | None = None
+    stop: list[str] | None = None
+    repeat_penalty: Annotated[float, Field(ge=0.0, le=10.0)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
+    num_ctx: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    # Sampling methods r1serve does not have: only their "off" values are accepted.
+    typical_p: float | None = None
+    tfs_z: float | None = None
+    mirostat: int | None = None
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
+    repeat_last_n: int | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if len(value) > MAX_STOP_STRINGS:
+            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings, got {len(value)}")
+        for stop in value:
+            if not stop or len(stop) > MAX_STOP_LENGTH:
+                raise ValueError(f"stop strings are 1 to {MAX_STOP_LENGTH} characters")
+            check_unicode(stop)
+        return value
+
+
+# Ollama treats these as hints about how to load or run the model (threads, GPU layers,
+# batch sizes, memory mapping): r1serve decides those at start-up, so they are ignored.
+HINT_OPTIONS = frozenset(
+    {
+        "num_keep", "num_batch", "num_gpu", "main_gpu", "num_thread", "numa", "low_vram",
+        "f16_kv", "logits_all", "vocab_only", "use_mmap", "use_mlock", "embedding_only",
+        "num_gqa", "penalize_newline",
+    }
+)  # fmt: skip
+
+
+class ToolCallFunction(_Request):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCall(_Request):
+    function: ToolCallFunction
+
+
+class Message(_Request):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    thinking: str | None = None  # an earlier reply's reasoning; never reaches the prompt
+    images: list[str] | None = Field(None, max_length=MAX_IMAGES)
+    tool_calls: list[ToolCall] | None = None
+    tool_name: str | None = None
+
+    _check = field_validator("content")(_unicode)
+
+
+class _Generating(_Request):
+    model: str = Field(min_length=1, max_length=512)
+    stream: bool = True
+    think: bool | ThinkLevel | None = None
+    format: str | dict[str, Any] | None = None
+    options: Options | None = None
+    keep_alive: str | int | float | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+
+class ChatRequest(_Generating):
+    messages: list[Message] = Field(default_factory=list, max_length=MAX_MESSAGES)
+    tools: list[dict[str, Any]] | None = None
+
+
+class GenerateRequest(_Generating):
+    prompt: str | None = None
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    raw: bool = False
+    images: list[str] | None = Field(None, max_length=MAX_IMAGES)
+
+    _check = field_validator("prompt", "system")(_unicode)
+
+
+class ModelRequest(_Request):
+    """``/api/show`` and ``/api/delete``; older clients send ``name`` instead of ``model``."""
+
+    model: str | None = Field(None, min_length=1, max_length=512)
+    name: str | None = Field(None, min_length=1, max_length=512)
+    verbose: bool = False
+
+    def model_name(self) -> str:
+        name = self.model or self.name
+        if not name:
+            raise ValueError("model is required")
+        return name
+
+
+class PullRequest(ModelRequest):
+    stream: bool = True
+    insecure: bool = False
+
+
+class EmbedRequest(_Request):
+    model: str = Field(min_length=1, max_length=512)
