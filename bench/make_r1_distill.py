@@ -105,21 +105,31 @@ def write_hf(config: dict[str, Any], out: Path) -> None:
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         shutil.copy(TINY_R1 / "hf" / name, out / name)
-    shards: list[dict[str, np.ndarray]] = [{}]
-    size = 0
+    # Each shard is written as soon as it is full, so at most one shard is held in memory;
+    # the names get the shard count once it is known.
+    written: list[tuple[Path, list[str]]] = []
+    shard: dict[str, np.ndarray] = {}
+    size = total = 0
+
+    def flush() -> None:
+        path = out / f"shard-{len(written) + 1:05d}.tmp"
+        save_file(shard, str(path), metadata={"format": "pt"})
+        written.append((path, list(shard)))
+        shard.clear()
+
     for name, tensor in hf_tensors(config):
-        if size + tensor.nbytes > SHARD_BYTES and shards[-1]:
-            shards.append({})
+        if size + tensor.nbytes > SHARD_BYTES and shard:
+            flush()
             size = 0
-        shards[-1][name] = tensor
+        shard[name] = tensor
         size += tensor.nbytes
-    weight_map, total = {}, 0
-    for index, shard in enumerate(shards, 1):
-        file = f"model-{index:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(out / file), metadata={"format": "pt"})
-        for name, tensor in shard.items():
-            weight_map[name] = file
-            total += tensor.nbytes
+        total += tensor.nbytes
+    flush()
+    weight_map = {}
+    for index, (path, names) in enumerate(written, 1):
+        file = f"model-{index:05d}-of-{len(written):05d}.safetensors"
+        path.rename(out / file)
+        weight_map |= dict.fromkeys(names, file)
     index_json = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (out / "model.safetensors.index.json").write_text(json.dumps(index_json, indent=2) + "\n")
 
