@@ -63,18 +63,18 @@ def _div(a: float | None, b: float | None) -> float | None:
 def targets(results: dict[str, Any]) -> dict[str, Any]:
     """Each target of issue #3 as a ratio that must be >= or <= its bound."""
     top = max(results["settings"]["concurrency"])
-    ours = results["servers"].get("r1serve", {})
+    r1 = "r1serve-transformers" if "r1serve-transformers" in results["servers"] else "r1serve"
+    ours = results["servers"].get(r1, {})
     loop = results.get("engine_loop", {}).get("output_tokens_per_s")
-    one = _tok_s(results, "r1serve", 1)
+    one = _tok_s(results, r1, 1)
     out: dict[str, Any] = {
         "http_vs_engine_loop": _div(one, loop),
-        f"vs_reference_at_{top}": _div(
-            _tok_s(results, "r1serve", top), _tok_s(results, "reference", top)
-        ),
+        f"vs_reference_at_{top}": _div(_tok_s(results, r1, top), _tok_s(results, "reference", top)),
         f"vs_transformers_cb_at_{top}": _div(
-            _tok_s(results, "r1serve", top), _tok_s(results, "transformers-cb", top)
+            _tok_s(results, r1, top), _tok_s(results, "transformers-cb", top)
         ),
     }
+    out |= llamacpp_targets(results, top)
     single, loaded = _level(ours, 1), _level(ours, top)
     prefill = results.get("engine_loop", {}).get("prefill_s_median")
     if single and loaded and single.get("ttft") and loaded.get("ttft") and prefill is not None:
@@ -87,6 +87,58 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
         out["cancels_back_to_idle"] = soak["cancel"]["idle_after"]
         out["health_p99_s"] = (soak["health"]["health_latency_s"] or {}).get("p99")
     return out
+
+
+def llamacpp_targets(results: dict[str, Any], top: int) -> dict[str, Any]:
+    """Issue #9's ratios for r1serve's llama.cpp engine (None where a server did not run)."""
+    ours = "r1serve-llamacpp"
+    rss = results["servers"].get(ours, {}).get("rss_after_bytes")
+    return {
+        # llama.cpp's own server at one stream stands for the binding's single-sequence rate.
+        "llamacpp_1_vs_binding_1": _div(
+            _tok_s(results, ours, 1), _tok_s(results, "llamacpp-server", 1)
+        ),
+        f"llamacpp_vs_llamacpp_server_at_{top}": _div(
+            _tok_s(results, ours, top), _tok_s(results, "llamacpp-server", top)
+        ),
+        f"llamacpp_vs_llama_cpp_python_at_{top}": _div(
+            _tok_s(results, ours, top), _tok_s(results, "llama-cpp-python", top)
+        ),
+        "llamacpp_vs_transformers_at_1": _div(
+            _tok_s(results, ours, 1), _tok_s(results, "r1serve-transformers", 1)
+        ),
+        "llamacpp_rss_bytes": rss,
+    }
+
+
+def llamacpp_targets_table(results: dict[str, Any]) -> list[str]:
+    """Issue #9's targets with this run's ratios."""
+    t = results["targets"]
+    top = max(results["settings"]["concurrency"])
+
+    def at_least(key: str, bound: float) -> bool | None:
+        return None if t.get(key) is None else t[key] >= bound
+
+    rss = t.get("llamacpp_rss_bytes")
+    return [
+        "| target (issue #9) | measured | bound | |",
+        "|---|---|---|---|",
+        _ratio_row("1 stream: r1serve llama.cpp / llama.cpp's own server (tok/s)",
+                   t.get("llamacpp_1_vs_binding_1"), ">= 0.95",
+                   at_least("llamacpp_1_vs_binding_1", 0.95)),
+        _ratio_row(f"{top} streams: r1serve llama.cpp / llama.cpp's server, same slots",
+                   t.get(f"llamacpp_vs_llamacpp_server_at_{top}"), ">= 0.9",
+                   at_least(f"llamacpp_vs_llamacpp_server_at_{top}", 0.9)),
+        _ratio_row(f"{top} streams: r1serve llama.cpp / llama-cpp-python's server",
+                   t.get(f"llamacpp_vs_llama_cpp_python_at_{top}"), ">= 2",
+                   at_least(f"llamacpp_vs_llama_cpp_python_at_{top}", 2)),
+        _ratio_row("1 stream: r1serve llama.cpp / r1serve transformers",
+                   t.get("llamacpp_vs_transformers_at_1"), ">= 4 (SmolLM2)",
+                   at_least("llamacpp_vs_transformers_at_1", 4)),
+        _ratio_row("r1serve llama.cpp RSS after the sweep (GB)",
+                   None if rss is None else rss / 1e9, "<= 0.6 (SmolLM2)",
+                   None if rss is None else rss <= 0.6e9),
+    ]  # fmt: skip
 
 
 def targets_table(results: dict[str, Any]) -> list[str]:
@@ -156,6 +208,8 @@ def markdown(results: dict[str, Any]) -> str:
         "## Targets",
         "",
         *targets_table(results),
+        "",
+        *llamacpp_targets_table(results),
         "",
         "## Greedy check",
         "",

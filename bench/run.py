@@ -1,17 +1,24 @@
-"""The side-by-side benchmark of issue #3, in one run on one machine and one model.
+"""The side-by-side benchmark of issues #3 and #9, in one run on one machine and one model.
 
-1. Convert the GGUF once into a safetensors folder (bench/.cache/) that all servers load.
+1. The model: a GGUF (default: the embedded SmolLM2) for the llama.cpp servers, and a
+   safetensors folder for the transformers ones: ``--hf-model``, or the GGUF converted once
+   (bench/.cache/).
 2. The raw engine loop (bench/engine_loop.py), nothing else running.
 3. Each server alone, one after another: start, greedy check, warm up, sweep, stop. The load
    average is recorded before each.
-       r1serve        `r1serve serve`
-       reference      bench/reference_server.py (one generate thread per request)
-       transformers-cb `transformers serve --continuous-batching` with its defaults
-4. The soak checks (bench/soak.py) against a fresh r1serve.
+       r1serve-llamacpp     `r1serve serve --engine llamacpp` on the GGUF
+       r1serve-transformers `r1serve serve --engine transformers` on the folder (float32)
+       llamacpp-server      llama.cpp's own server through xllamacpp, the same slots
+       llama-cpp-python     `python -m llama_cpp.server` (its own venv, see docs/benchmarks.md)
+       reference            bench/reference_server.py (one generate thread per request)
+       transformers-cb      `transformers serve --continuous-batching` (only when named)
+4. The soak checks (bench/soak.py) against a fresh r1serve (transformers engine).
 5. bench/results/<date>.json and .md.
 
     python -m bench.run            # the full run: concurrency 1, 4, 16; 128 tokens
     python -m bench.run --quick    # a smoke run: concurrency 1, 4; 8 requests; 32 tokens
+    python -m bench.run --model bench/.cache/r1-distill-qwen-1.5b-random/...-Q4_K_M.gguf \
+        --hf-model bench/.cache/r1-distill-qwen-1.5b-random/hf   # the 1.5B architecture
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from bench.servers import (
     ServerProcess,
     ServerSpec,
     child_env,
+    llama_cpp_python_spec,
+    llamacpp_server_spec,
     r1serve_spec,
     reference_spec,
     transformers_spec,
@@ -44,16 +53,49 @@ from bench.servers import (
 from r1serve.client.bench import load_prompts
 from r1serve.client.bench_report import load_average, machine_info
 
-SERVERS = ("r1serve", "reference", "transformers-cb")
+SERVERS = (
+    "r1serve-llamacpp",
+    "r1serve-transformers",
+    "llamacpp-server",
+    "llama-cpp-python",
+    "reference",
+    "transformers-cb",
+)
+DEFAULT_SERVERS = SERVERS[:-1]  # issue #9's five; transformers-cb when named
+GGUF_SERVERS = frozenset({"r1serve-llamacpp", "llamacpp-server", "llama-cpp-python"})
 GREEDY_TOKENS = 32
 
 
-def model_dir(spec: str | None) -> Path:
-    """A safetensors folder: given, or converted from a GGUF (default: embedded SmolLM2)."""
+def model_files(spec: str | None, hf_model: str | None) -> tuple[Path | None, Path]:
+    """(GGUF or None, safetensors folder): the folder given, or converted from the GGUF."""
     if spec and Path(spec).is_dir():
-        return Path(spec).resolve()
-    gguf = Path(spec) if spec else default_gguf()
-    return convert(gguf, ROOT / "bench" / ".cache" / f"{gguf.stem}-hf").resolve()
+        return None, Path(spec).resolve()
+    gguf = (Path(spec) if spec else default_gguf()).resolve()
+    if hf_model:
+        return gguf, Path(hf_model).resolve()
+    return gguf, convert(gguf, ROOT / "bench" / ".cache" / f"{gguf.stem}-hf").resolve()
+
+
+def server_specs(gguf: Path | None, hf: Path, args: argparse.Namespace) -> dict[str, ServerSpec]:
+    """Every server the run may start; GGUF servers only when there is a GGUF."""
+    slots = ["--max-num-seqs", str(args.slots)]
+    specs = {
+        "r1serve-transformers": r1serve_spec(hf, args.threads, *slots, name="r1serve-transformers"),
+        "reference": reference_spec(hf, args.threads),
+        "transformers-cb": transformers_spec(hf),
+    }
+    if gguf is not None:
+        from r1serve.catalog.gguf_header import read_gguf_header
+
+        eos = read_gguf_header(gguf).metadata.get("tokenizer.ggml.eos_token_id")
+        specs |= {
+            "r1serve-llamacpp": r1serve_spec(
+                gguf, args.threads, *slots, engine="llamacpp", name="r1serve-llamacpp"
+            ),
+            "llamacpp-server": llamacpp_server_spec(gguf, args.threads, args.slots),
+            "llama-cpp-python": llama_cpp_python_spec(gguf, args.threads, int(str(eos))),
+        }
+    return specs
 
 
 def run_json(command: list[str], threads: int, output: Path) -> dict[str, Any]:
@@ -81,13 +123,15 @@ def requests_at(concurrency: int, args: argparse.Namespace) -> int:
 
 
 def greedy_text(url: str, model_id: str) -> str:
-    """The reply to the first chat prompt, greedy, EOS honoured."""
+    """The reply to the first chat prompt, greedy, EOS honoured (reasoning, then answer)."""
     prompt = load_prompts("chat")[0]
     body = {"model": model_id, "messages": list(prompt.messages), "max_tokens": GREEDY_TOKENS,
             "temperature": 0}  # fmt: skip
     response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=600)
     response.raise_for_status()
-    return str(response.json()["choices"][0]["message"]["content"])
+    message = response.json()["choices"][0]["message"]
+    reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+    return (f"<think>{reasoning}</think>" if reasoning else "") + str(message["content"] or "")
 
 
 def sweep(
@@ -138,12 +182,18 @@ def bench_server(spec: ServerSpec, args: argparse.Namespace, tmp: Path) -> dict[
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Side-by-side serving benchmark (issue #3).")
     parser.add_argument("--model", help="GGUF file or safetensors folder (default: SmolLM2)")
+    parser.add_argument(
+        "--hf-model", help="safetensors folder for the transformers servers (default: converted)"
+    )
+    parser.add_argument(
+        "--slots", type=int, default=None, help="parallel sequences (default: top concurrency)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--concurrency", default=None, help="default 1,4,16 (quick: 1,4)")
     parser.add_argument("--requests", type=int, default=None, help="per level (default 2 x c)")
     parser.add_argument("--max-tokens", type=int, default=None, help="default 128 (quick: 32)")
     parser.add_argument("--prompts", default="chat")
-    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS))
     parser.add_argument("--no-soak", dest="soak", action="store_false")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
@@ -159,6 +209,7 @@ def parse_args() -> argparse.Namespace:
     ]
     args.max_tokens = args.max_tokens or (32 if args.quick else 128)
     args.requests = args.requests or (8 if args.quick else None)
+    args.slots = args.slots or max(args.concurrency)
     args.servers = [s for s in args.servers.split(",") if s]
     unknown = set(args.servers) - set(SERVERS)
     if unknown:
@@ -179,19 +230,15 @@ def main() -> None:
     stamp = datetime.now().strftime("%Y-%m-%dT%H%M") + ("-quick" if args.quick else "")
     args.log_dir = args.results_dir / "logs" / stamp
     args.first_text = None  # (server, text) the others' greedy text must equal
-    model = model_dir(args.model)
-    specs = {
-        "r1serve": r1serve_spec(model, args.threads),
-        "reference": reference_spec(model, args.threads),
-        "transformers-cb": transformers_spec(model),
-    }
+    gguf, model = model_files(args.model, args.hf_model)
+    specs = server_specs(gguf, model, args)
     results: dict[str, Any] = {
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": shlex.join(["python", "-m", "bench.run", *sys.argv[1:]]),
         "git_commit": git_commit(),
         "machine": machine_info(),
         "load_average_start": load_average(),
-        "model": {"name": model.name, "dir": str(model)},
+        "model": {"name": model.name, "dir": str(model), "gguf": str(gguf) if gguf else None},
         "settings": {
             k: v for k, v in vars(args).items() if k not in ("log_dir", "results_dir", "first_text")
         },
@@ -201,6 +248,9 @@ def main() -> None:
         tmp = Path(folder)
         results["engine_loop"] = engine_loop(model, args, tmp)
         for name in args.servers:
+            if name not in specs:
+                results["servers"][name] = {"error": f"{name} needs a GGUF (--model X.gguf)"}
+                continue
             try:
                 results["servers"][name] = bench_server(specs[name], args, tmp)
             except (RuntimeError, httpx.HTTPError, KeyError, ValueError) as exc:

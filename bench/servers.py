@@ -171,20 +171,54 @@ def _install_cleanup() -> None:
         _installed = True
 
 
-def r1serve_spec(model: Path, threads: int, *extra: str) -> ServerSpec:
-    """``r1serve serve`` on the model, fp32 on the CPU.
+def r1serve_spec(
+    model: Path, threads: int, *extra: str, engine: str = "transformers", name: str = "r1serve"
+) -> ServerSpec:
+    """``r1serve serve --engine ENGINE`` on the model, on the CPU (float32 for transformers).
 
     ``--no-auth`` (local mode, loopback only) because the servers it is compared with have no
     accounts; its database goes to a scratch folder, not the user's data directory.
     """
     data_dir = ROOT / "bench" / ".cache" / "r1serve-data"
+    dtype = ["--dtype", "float32"] if engine == "transformers" else []
     return ServerSpec(
-        "r1serve",
+        name,
         [sys.executable, "-m", "r1serve", "serve", "--model", str(model), "--port", "{port}",
-         "--host", "127.0.0.1", "--dtype", "float32", "--device", "cpu",
+         "--host", "127.0.0.1", "--engine", engine, *dtype, "--device", "cpu",
          "--threads", str(threads), "--log-level", "warning", "--no-auth", *extra],
         extra_body={"ignore_eos": True},
         env={"R1SERVE_DATA_DIR": str(data_dir)},
+    )  # fmt: skip
+
+
+def llamacpp_server_spec(gguf: Path, threads: int, slots: int) -> ServerSpec:
+    """llama.cpp's own server through xllamacpp (bench/llamacpp_server.py), ``slots`` sequences."""
+    return ServerSpec(
+        "llamacpp-server",
+        [sys.executable, str(ROOT / "bench" / "llamacpp_server.py"), "--model", str(gguf),
+         "--port", "{port}", "--slots", str(slots), "--threads", str(threads)],
+        extra_body={"ignore_eos": True},  # llama.cpp's server reads it as r1serve does
+    )  # fmt: skip
+
+
+# llama-cpp-python compiles llama.cpp when installed (minutes), so it lives in its own venv and
+# never in r1serve's dependencies: see docs/benchmarks.md.
+LLAMA_CPP_PYTHON_VENV = ROOT / "bench" / ".cache" / "llama-cpp-python-venv"
+
+
+def llama_cpp_python_spec(gguf: Path, threads: int, eos_token_id: int) -> ServerSpec:
+    """``python -m llama_cpp.server`` (one sequence at a time) from its own venv.
+
+    It has no ``ignore_eos``; a -100 logit bias on the EOS token makes every request run to
+    ``max_tokens`` just the same.
+    """
+    python = Path(os.environ.get("LLAMA_CPP_PYTHON", LLAMA_CPP_PYTHON_VENV / "bin" / "python"))
+    return ServerSpec(
+        "llama-cpp-python",
+        [str(python), "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+         "--port", "{port}", "--n_threads", str(threads), "--n_threads_batch", str(threads),
+         "--n_ctx", "4096"],
+        extra_body={"logit_bias": {str(eos_token_id): -100}},
     )  # fmt: skip
 
 

@@ -90,3 +90,23 @@ def test_pull_asks_on_a_terminal_and_can_be_declined(
     assert result.exit_code == 1
     assert "to download into" in result.stderr and "cancelled" in result.stderr
     assert not (data_dir / "models" / "r1serve-test--tiny-r1" / "main" / "config.json").exists()
+
+
+def test_pull_a_catalog_model_by_name_and_quant_then_ls(fake_hub: FakeHub, data_dir: Path) -> None:
+    result = runner.invoke(app, ["pull", "deepseek-r1-distill-qwen-1.5b:q8_0", "--yes"])
+    assert result.exit_code == 0, result.output
+    name = "bartowski/DeepSeek-R1-Distill-Qwen-1.5B-GGUF:DeepSeek-R1-Distill-Qwen-1.5B-Q8_0.gguf"
+    assert result.stdout.strip() == name
+    [row] = json.loads(runner.invoke(app, ["ls", "--json"]).stdout)
+    assert (row["name"], row["format"]) == (name, "gguf")
+
+
+def test_pull_gguf_option_lists_the_quantizations_when_none_matches(
+    fake_hub: FakeHub, data_dir: Path
+) -> None:
+    result = runner.invoke(app, ["pull", "r1serve-test/tiny-r1-GGUF", "--gguf", "Q4_K_M"])
+    assert result.exit_code == 1
+    assert "has no Q4_K_M GGUF (quantizations: F16, Q8_0)" in result.stderr
+    ok = runner.invoke(app, ["pull", "r1serve-test/tiny-r1-GGUF", "--gguf", "q8_0", "--yes"])
+    assert ok.exit_code == 0, ok.output
+    assert ok.stdout.strip() == "r1serve-test/tiny-r1-GGUF:quants/tiny-r1-Q8_0.gguf"

@@ -65,3 +65,32 @@ def test_pull_ls_resolve_and_serve(
     message = body["choices"][0]["message"]
     assert (message["reasoning_content"], message["content"]) == (TINY_REASONING, TINY_ANSWER)
     assert body["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.slow
+def test_pull_a_catalog_quant_and_serve_it_by_its_short_name(
+    fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("R1SERVE_DATA_DIR", str(tmp_path))
+    short = "deepseek-r1-distill-qwen-1.5b:q4_k_m"
+    pulled = runner.invoke(app, ["pull", short, "--yes"])
+    assert pulled.exit_code == 0, pulled.output
+    [row] = json.loads(runner.invoke(app, ["ls", "--json"]).stdout)
+    assert row["name"] == pulled.stdout.strip()
+
+    def store_lookup(spec: str) -> Path | None:
+        return lookup(spec, tmp_path)
+
+    for name in (short, row["name"]):
+        source = resolve_model_source(name, store_lookup=store_lookup)
+        assert (source.kind, source.file) == ("gguf", Path(row["path"]))
+    settings = make_settings(model=short, data_dir=tmp_path)
+    built = build_engine(settings, store_lookup=store_lookup)
+    with TestClient(create_app(settings, built.engine)) as client:
+        response = client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "temperature": 0},
+        )
+    assert response.status_code == 200, response.text
+    message = response.json()["choices"][0]["message"]
+    assert (message["reasoning_content"], message["content"]) == (TINY_REASONING, TINY_ANSWER)

@@ -81,7 +81,8 @@ def _hf_file(name: str, lfs: bool = False) -> HubFile:
 
 
 def default_repos() -> dict[str, list[HubFile]]:
-    """Repos served: the tiny R1 model as safetensors, as GGUF files, and with pickles only."""
+    """Repos served: the tiny R1 model as safetensors, as GGUF files, and with pickles only;
+    GGUF repos named by quantization (split, ambiguous, a catalog model's GGUF repo)."""
     readme = HubFile("README.md", b"# tiny-r1\nA test model.\n", False)
     tiny = [
         _hf_file("config.json"),
@@ -103,10 +104,29 @@ def default_repos() -> dict[str, list[HubFile]]:
         readme,
     ]
     pickled = [_hf_file("config.json"), HubFile("pytorch_model.bin", b"\x80\x04fake", True)]
+    half = len(gguf) // 2
+    split = [  # a split GGUF in a folder, as bartowski and unsloth publish the largest quants
+        HubFile("Q4_K_M/tiny-r1-Q4_K_M-00001-of-00002.gguf", gguf[:half], True),
+        HubFile("Q4_K_M/tiny-r1-Q4_K_M-00002-of-00002.gguf", gguf[half:], True),
+        HubFile("tiny-r1-Q2_K-00001-of-00003.gguf", gguf[:half], True),  # parts 2, 3 missing
+        HubFile("tiny-r1-IQ4_XS.gguf", b"GGUF-iq4", True),
+        HubFile("tiny-r1-Q5_K_M.gguf", b"GGUF-q5-a", True),
+        HubFile("other-Q5_K_M.gguf", b"GGUF-q5-b", True),  # two files for one quantization
+    ]
+    # The catalog's GGUF repo of R1-Distill-Qwen-1.5B, with bartowski's file names (tiny bytes).
+    distill = "DeepSeek-R1-Distill-Qwen-1.5B"
+    catalog_repo = [
+        HubFile(f"{distill}-Q4_K_M.gguf", gguf, True),
+        HubFile(f"{distill}-Q8_0.gguf", gguf, True),
+        HubFile(f"{distill}-f16.gguf", gguf, True),
+        readme,
+    ]
     return {
         "r1serve-test/tiny-r1": tiny,
         "r1serve-test/tiny-r1-GGUF": ggufs,
         "r1serve-test/pickled": pickled,
+        "r1serve-test/split-GGUF": split,
+        f"bartowski/{distill}-GGUF": catalog_repo,
     }
 
 

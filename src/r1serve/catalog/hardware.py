@@ -52,6 +52,28 @@ def detect_devices() -> list[MemoryDevice]:
     return detect_gpus() or [detect_ram()]
 
 
+def detect_llamacpp_devices() -> list[MemoryDevice]:
+    """Where the llama.cpp engine can put a model: the binding's GPUs, else the system RAM.
+
+    The CPU wheel of the binding sees no GPU even where torch does, and then the model lives
+    in RAM whatever CUDA offers.
+    """
+    try:
+        import xllamacpp
+    except ImportError:
+        return [detect_ram()]
+    gpus = [
+        d for d in xllamacpp.get_device_info() if getattr(d["type"], "name", "").endswith("GPU")
+    ]
+    devices = [
+        MemoryDevice(
+            "cuda", index, str(d["description"]), int(d["memory_total"]), int(d["memory_free"])
+        )
+        for index, d in enumerate(gpus)
+    ]
+    return devices or [detect_ram()]
+
+
 def model_home(devices: Sequence[MemoryDevice]) -> MemoryDevice:
     """The device a single-device engine would load into: the GPU with most free memory."""
     if not devices:

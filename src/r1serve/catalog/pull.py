@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from filelock import FileLock, Timeout
 
+from r1serve.catalog.catalog import find_entry, find_short_name, load_catalog
 from r1serve.catalog.download import (
     FileJob,
     NoProgress,
@@ -33,6 +34,7 @@ from r1serve.catalog.hub import (
     file_url,
     hub_endpoints,
 )
+from r1serve.catalog.quants import DEFAULT_QUANT
 from r1serve.catalog.store import (
     DEFAULT_REVISION,
     PARTIAL_DIRNAME,
@@ -40,7 +42,9 @@ from r1serve.catalog.store import (
     ManifestFile,
     ModelName,
     gguf_parts,
+    gguf_quant_label,
     meta_dir,
+    missing_gguf_parts,
     model_dir,
     read_manifest,
     write_manifest,
@@ -77,10 +81,11 @@ FreeSpace = Callable[[Path], int]
 
 @dataclass(frozen=True, slots=True)
 class PullTarget:
-    """``REPO`` or ``REPO:FILE`` as typed on the command line."""
+    """``REPO``, ``REPO:FILE``, ``REPO:QUANT`` or ``NAME:QUANT`` as typed on the command line."""
 
     repo_id: str
     filename: str | None = None
+    quant: str | None = None  # pick the GGUF file whose name carries it (Q4_K_M)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +131,30 @@ class _Selection:
     skipped: list[str] = field(default_factory=list)
 
 
-def parse_pull_target(text: str) -> PullTarget:
-    """Split ``owner/name[:path/to/file.gguf]``."""
-    repo_id, _, filename = text.partition(":")
-    check_repo_id(repo_id)
-    return PullTarget(repo_id, filename or None)
+def parse_pull_target(text: str, gguf: str | None = None) -> PullTarget:
+    """Read ``owner/name[:file.gguf|:QUANT]`` or a catalog name ``name[:QUANT]``.
+
+    A catalog model (by short name or by its own repo id) with a quantization resolves to the
+    catalog's GGUF repo; ``gguf`` is ``--gguf QUANT``.
+    """
+    head, _, tail = text.partition(":")
+    if tail and gguf:
+        raise DownloadError(f"give the quantization once: {text!r} or --gguf {gguf}, not both")
+    quant = (gguf or ("" if tail.lower().endswith(".gguf") else tail)).upper() or None
+    filename = tail if tail.lower().endswith(".gguf") else None
+    if "/" not in head:
+        entry = find_short_name(head)
+        if entry is None:
+            names = ", ".join(e.short_name for e in load_catalog())
+            raise DownloadError(f"{head!r} is neither a hub repo id nor a catalog model ({names})")
+        if filename is not None:
+            raise DownloadError(f"{text!r}: a catalog name takes a quantization, not a file")
+        return PullTarget(entry.gguf_repo, quant=quant or DEFAULT_QUANT)
+    check_repo_id(head)
+    entry = find_entry(head)
+    if quant is not None and entry is not None and entry.gguf_repo.lower() != head.lower():
+        return PullTarget(entry.gguf_repo, quant=quant)  # the original repo has no GGUF files
+    return PullTarget(head, filename, quant)
 
 
 def unsafe_path_reason(path: str) -> str | None:
@@ -185,10 +209,46 @@ def _gguf_choices(files: Sequence[RemoteFile]) -> list[str]:
     return [n for n in names if gguf_parts(n, names)[:1] == [n]]
 
 
-def select_files(listing: RepoListing, filename: str | None, allow_pickle: bool) -> _Selection:
+def _whole_gguf(listing: RepoListing, first: str) -> list[str]:
+    """``first`` and its other parts; refuses a split GGUF the listing does not hold whole."""
+    names = [f.path for f in listing.files]
+    missing = missing_gguf_parts(first, names)
+    if missing:
+        raise DownloadError(
+            f"{listing.repo_id}: split GGUF {first!r} lacks {len(missing)} of its parts "
+            f"({', '.join(missing[:3])}); refusing to download a model that cannot load"
+        )
+    return gguf_parts(first, names)
+
+
+def gguf_by_quant(listing: RepoListing, quant: str) -> str:
+    """The GGUF file (the first part, if split) whose name carries ``quant``."""
+    choices = _gguf_choices(listing.files)
+    wanted = quant.upper()
+    matches = [c for c in choices if gguf_quant_label(c) == wanted]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise DownloadError(
+            f"{listing.repo_id} has {len(matches)} GGUF files for {wanted} "
+            f"({', '.join(sorted(matches)[:6])}); "
+            f"pick one with `r1serve pull {listing.repo_id}:FILE`"
+        )
+    labels = sorted({label for c in choices if (label := gguf_quant_label(c)) is not None})
+    if not choices:
+        raise DownloadError(f"{listing.repo_id} has no GGUF files")
+    shown = ", ".join(labels) or "none named in the files: use REPO:FILE"
+    raise DownloadError(f"{listing.repo_id} has no {wanted} GGUF (quantizations: {shown})")
+
+
+def select_files(
+    listing: RepoListing, filename: str | None, allow_pickle: bool, quant: str | None = None
+) -> _Selection:
     """The files to download: weights, config, tokenizer and docs; never code."""
     by_path = {f.path: f for f in listing.files}
     docs = [f for f in listing.files if _is_doc(f.path)]
+    if quant is not None:
+        filename = gguf_by_quant(listing, quant)
     if filename is not None:
         choices = _gguf_choices(listing.files)
         if not filename.lower().endswith(".gguf"):
@@ -196,8 +256,7 @@ def select_files(listing: RepoListing, filename: str | None, allow_pickle: bool)
         if filename not in by_path:
             listed = ", ".join(choices[:8]) or "none"
             raise DownloadError(f"{listing.repo_id} has no {filename!r} (GGUF files: {listed})")
-        parts = gguf_parts(filename, list(by_path))
-        chosen = [by_path[p] for p in parts] + docs
+        chosen = [by_path[p] for p in _whole_gguf(listing, filename)] + docs
     else:
         chosen = _default_selection(listing, allow_pickle, docs)
     chosen_paths = {f.path for f in chosen}
@@ -225,14 +284,15 @@ def _default_selection(
         index = [f for f in top if f.path == "pytorch_model.bin.index.json"]
         return pickles + index + configs + docs
     if len(ggufs) == 1:
-        names = [f.path for f in listing.files]
         by_path = {f.path: f for f in listing.files}
-        return [by_path[p] for p in gguf_parts(ggufs[0], names)] + docs
+        return [by_path[p] for p in _whole_gguf(listing, ggufs[0])] + docs
     if ggufs:
         shown = ", ".join(ggufs[:6]) + (", ..." if len(ggufs) > 6 else "")
+        labels = sorted({q for g in ggufs if (q := gguf_quant_label(g)) is not None})
+        quants = f"; or a quantization, `{repo} --gguf {labels[0]}` ({', '.join(labels)})"
         raise DownloadError(
             f"{repo} has {len(ggufs)} GGUF files; pick one with `r1serve pull {repo}:FILE` "
-            f"({shown})"
+            f"({shown}){quants if labels else ''}"
         )
     raise DownloadError(f"{repo} has no weights r1serve can load (safetensors or GGUF)")
 
@@ -327,7 +387,7 @@ def pull(
     endpoints = hub_endpoints(options.mirrors)
     listing = fetch_listing(target.repo_id, options.revision, endpoints, options.token)
     check_listing(listing)
-    selection = select_files(listing, target.filename, options.allow_pickle)
+    selection = select_files(listing, target.filename, options.allow_pickle, target.quant)
     try:
         folder = model_dir(data_dir, listing.repo_id, options.revision)
     except UnsupportedModelError as exc:
@@ -355,7 +415,10 @@ def pull(
             _download_all(listing, folder, manifest, selected, jobs, endpoints, options, progress)
     except Timeout as exc:
         raise DownloadError(f"another `r1serve pull` is writing {folder}") from exc
-    name = ModelName(listing.repo_id, options.revision, target.filename)
+    gguf = target.filename
+    if target.quant is not None:  # the store names the file; REPO:QUANT finds it again
+        gguf = selection.files[0].path
+    name = ModelName(listing.repo_id, options.revision, gguf)
     return PullResult(
         name=str(name),
         folder=folder,

@@ -11,7 +11,9 @@ Layout (one folder per repo and revision, the repo's own file tree inside it)::
 
 Names, as `r1serve ls` shows them and `r1serve serve --model` accepts them:
 ``owner/name`` (a Hugging Face folder at revision main), ``owner/name@rev`` (another revision),
-``owner/name:file.gguf`` (one GGUF file; ``@rev`` goes before the colon).
+``owner/name:file.gguf`` (one GGUF file; ``@rev`` goes before the colon). ``owner/name:Q4_K_M``
+names the one stored GGUF of the repo whose file carries that quantization, and a catalog short
+name (``deepseek-r1-distill-qwen-7b:q4_k_m``) stands for the catalog's GGUF repo of that model.
 """
 
 from __future__ import annotations
@@ -190,6 +192,33 @@ def gguf_parts(first: str, names: Iterable[str]) -> list[str]:
     return sorted(n for n in names if n in wanted)
 
 
+# llama.cpp's quantization names as GGUF publishers put them in file names: Q4_K_M, q8_0,
+# IQ4_XS, Q4_0_4_4, UD-Q2_K_XL (unsloth), F16, BF16.
+_QUANT_LABEL = re.compile(
+    r"(?<![A-Za-z0-9])(I?Q\d(?:_[A-Za-z0-9]{1,2})*|BF16|F16|F32)(?![A-Za-z0-9])", re.IGNORECASE
+)
+
+
+def gguf_quant_label(path: str) -> str | None:
+    """The quantization a GGUF file's name carries (``Q4_K_M``), upper case, or None."""
+    name = path.rsplit("/", 1)[-1]
+    stem = SPLIT_GGUF.sub("", name) if SPLIT_GGUF.search(name) else name.removesuffix(".gguf")
+    stem = re.sub(r"\.gguf$", "", stem, flags=re.IGNORECASE)
+    labels = _QUANT_LABEL.findall(stem)
+    return labels[-1].upper() if labels else None
+
+
+def missing_gguf_parts(first: str, names: Iterable[str]) -> list[str]:
+    """Parts of the split GGUF starting at ``first`` that ``names`` lacks (none: complete)."""
+    match = SPLIT_GGUF.search(first)
+    if match is None:
+        return []
+    stem, count = first[: match.start()], match.group(2)
+    present = set(names)
+    wanted = [f"{stem}-{i:05d}-of-{count}.gguf" for i in range(1, int(count) + 1)]
+    return [n for n in wanted if n not in present]
+
+
 def _entry(name: ModelName, kind: str, dtype: str, size: int, path: Path) -> StoredModel:
     return StoredModel(str(name), name.repo_id, name.revision, kind, dtype, size, path)
 
@@ -249,9 +278,22 @@ def list_models(data_dir: Path) -> list[StoredModel]:
     return sorted(entries, key=lambda e: e.name.lower())
 
 
+def _catalog_name(name: ModelName) -> ModelName:
+    """``deepseek-r1-distill-qwen-7b[:q4_k_m]`` as the catalog's GGUF repo and quantization."""
+    if "/" in name.repo_id:
+        return name
+    from r1serve.catalog.catalog import find_short_name
+    from r1serve.catalog.quants import DEFAULT_QUANT
+
+    entry = find_short_name(name.repo_id)
+    if entry is None:
+        return name
+    return ModelName(entry.gguf_repo, name.revision, name.filename or DEFAULT_QUANT)
+
+
 def _find(name: str, data_dir: Path) -> StoredModel | None:
     try:
-        wanted = parse_model_name(name)
+        wanted = _catalog_name(parse_model_name(name))
         folder = model_dir(data_dir, wanted.repo_id, wanted.revision)
     except UnsupportedModelError:
         return None
@@ -263,6 +305,11 @@ def _find(name: str, data_dir: Path) -> StoredModel | None:
         if parse_model_name(entry.name) == wanted:
             return entry
     ggufs = [e for e in entries if e.format == "gguf"]
+    if wanted.filename is not None and not wanted.filename.lower().endswith(".gguf"):
+        # REPO:QUANT (or a catalog name): the one stored GGUF whose file carries that quant.
+        quant = wanted.filename.upper()
+        matches = [e for e in ggufs if gguf_quant_label(str(e.path)) == quant]
+        return matches[0] if len(matches) == 1 else None
     if wanted.filename is None and len(entries) == 1 and len(ggufs) == 1:
         return ggufs[0]  # a repo pulled for its only GGUF answers to the bare repo name too
     return None

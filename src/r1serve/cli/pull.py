@@ -1,4 +1,4 @@
-"""`r1serve pull REPO[:FILE]`: download a model from the hub or a mirror into the local store."""
+"""`r1serve pull REPO[:FILE|:QUANT]`, `pull NAME:QUANT`: download a model into the local store."""
 
 from __future__ import annotations
 
@@ -95,7 +95,17 @@ def _confirm(plan: PullPlan, console: Console) -> bool:
 @app.command("pull")
 def pull_command(
     target: str = typer.Argument(
-        ..., metavar="REPO[:FILE]", help="Hub repo id; REPO:FILE pulls one GGUF file of the repo."
+        ...,
+        metavar="REPO[:FILE|:QUANT] | NAME[:QUANT]",
+        help="Hub repo id; REPO:FILE pulls one GGUF file of the repo, REPO:QUANT the one whose"
+        " name carries that quantization; NAME:QUANT a catalog model (see `r1serve models`) from"
+        " its GGUF repo, e.g. deepseek-r1-distill-qwen-7b:q4_k_m.",
+    ),
+    gguf: str | None = typer.Option(
+        None,
+        "--gguf",
+        metavar="QUANT",
+        help="Pull the repo's GGUF file for this quantization (Q4_K_M, Q5_K_M, Q8_0...).",
     ),
     revision: str = typer.Option("main", "--revision", help="Branch, tag or commit."),
     mirror: list[str] = typer.Option(
@@ -109,10 +119,10 @@ def pull_command(
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before downloading."),
 ) -> None:
-    """Download a model (safetensors or GGUF, config, tokenizer) with resume and checksums."""
+    """Download a model (safetensors or a GGUF quantization) with resume and checksums."""
     with exit_on_error():
         console = stderr_console()
-        parsed = parse_pull_target(target)
+        parsed = parse_pull_target(target, gguf)
         options = PullOptions(revision=revision, mirrors=tuple(mirror), allow_pickle=allow_pickle)
         # Ask only when someone can answer; scripts and --yes go straight on.
         ask = not yes and _interactive()
