@@ -11,6 +11,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from r1serve.api.tool_schemas import (
+    MAX_TOOLS,
+    FunctionDefinition,
+    NamedToolChoice,
+    ResponseFormat,
+    ToolCallIn,
+    ToolCallOut,
+    ToolChoice,
+    ToolDefinition,
+)
 from r1serve.text import check_unicode
 
 MAX_MESSAGES = 4096
@@ -52,6 +62,8 @@ class ChatMessage(_Request):
     # Earlier assistant turns may carry these back; they never reach the prompt.
     reasoning_content: str | None = None
     reasoning: str | None = None
+    tool_calls: list[ToolCallIn] | None = Field(None, max_length=MAX_TOOLS)  # assistant turns
+    tool_call_id: str | None = Field(None, max_length=256)  # tool results
 
     @field_validator("content")
     @classmethod
@@ -135,18 +147,39 @@ class SamplingFields(_Request):
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: MaxTokens | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
+    tools: list[ToolDefinition] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    # OpenAI's deprecated names for tools and tool_choice
+    functions: list[FunctionDefinition] | None = Field(None, max_length=MAX_TOOLS)
+    function_call: Literal["none", "auto"] | dict[str, Any] | None = None
 
     @model_validator(mode="after")
-    def _unsupported(self) -> ChatCompletionRequest:
-        if self.tools:
-            raise ValueError("tool calling is not supported by this server")
-        if self.tool_choice not in (None, "none", "auto"):
-            raise ValueError("tool calling is not supported by this server")
-        if self.response_format and self.response_format.get("type") != "text":
-            raise ValueError("only response_format {'type': 'text'} is supported")
+    def _check(self) -> ChatCompletionRequest:
+        if self.functions and not self.tools:
+            self.tools = [ToolDefinition(function=f) for f in self.functions]
+        if self.function_call is not None and self.tool_choice is None:
+            call = self.function_call
+            self.tool_choice = (
+                call if isinstance(call, str) else NamedToolChoice.model_validate(
+                    {"function": {"name": call.get("name")}}, strict=False
+                )
+            )  # fmt: skip
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            names = {t.function.name for t in self.tools or ()}
+            if choice.function.name not in names:
+                raise ValueError(f"tool_choice names {choice.function.name!r}, not one of tools")
+        elif choice == "required" and not self.tools:
+            raise ValueError("tool_choice 'required' needs tools")
+        fmt = self.response_format
+        if (
+            fmt is not None
+            and fmt.type == "json_schema"
+            and (fmt.json_schema is None or fmt.json_schema.schema_ is None)
+        ):
+            raise ValueError("response_format json_schema needs json_schema.schema")
         if self.max_completion_tokens is not None and self.max_tokens is None:
             self.max_tokens = self.max_completion_tokens
         return self
@@ -202,6 +235,7 @@ class AssistantMessage(BaseModel):
     content: str | None
     reasoning_content: str | None = None
     reasoning: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class ChatChoice(BaseModel):
