@@ -235,7 +235,7 @@ class FakeEngine(LocalEngine):
     """A LocalEngine on a FakeRunner; ``finished`` maps request id to finish reason.
 
     Constraints are compiled (a bad schema is refused as on a real engine) and recorded in
-    ``constraints``, but nothing masks the output: the script is the model.
+    ``constraints_seen``, but nothing masks the output: the script is the model.
     """
 
     def __init__(
@@ -256,7 +256,7 @@ class FakeEngine(LocalEngine):
         self.fake_runner = FakeRunner(tok, replies, max_slots=max_slots, max_seq_len=max_seq_len)
         template = chat_template or (THINK_TEMPLATE if think_template else CHATML_TEMPLATE)
         self.finished: dict[str, FinishReason] = {}
-        self.constraints: list[Constraint] = []
+        self.constraints_seen: list[Constraint] = []
         super().__init__(
             runner=self.fake_runner,
             tokenizer=tok,
@@ -272,7 +272,7 @@ class FakeEngine(LocalEngine):
 
     async def submit(self, request: GenerationRequest) -> RequestStream:
         if request.params.constraint is not None:
-            self.constraints.append(request.params.constraint)
+            self.constraints_seen.append(request.params.constraint)
         return await super().submit(request)
 
     def _record(self, done: FinishedRequest) -> None:
