@@ -18,6 +18,16 @@ from pydantic import (
     model_validator,
 )
 
+from r1serve.api.tool_schemas import (
+    MAX_TOOLS,
+    FunctionDefinition,
+    NamedToolChoice,
+    ResponseFormat,
+    ToolCallIn,
+    ToolCallOut,
+    ToolChoice,
+    ToolDefinition,
+)
 from r1serve.text import check_unicode
 
 MAX_MESSAGES = 4096
@@ -56,12 +66,11 @@ class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = Field(None, max_length=256)
-    # An assistant turn's calls (content may then be null) and a tool result's call id.
-    tool_calls: list[dict[str, Any]] | None = Field(None, max_length=128)
-    tool_call_id: str | None = Field(None, max_length=256)
     # Earlier assistant turns may carry these back; they never reach the prompt.
     reasoning_content: str | None = None
     reasoning: str | None = None
+    tool_calls: list[ToolCallIn] | None = Field(None, max_length=MAX_TOOLS)  # assistant turns
+    tool_call_id: str | None = Field(None, max_length=256)  # tool results
 
     @field_validator("content")
     @classmethod
@@ -77,17 +86,6 @@ class ChatMessage(_Request):
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
-
-    def template_message(self) -> dict[str, Any]:
-        """The message as chat templates read it ("developer" becomes "system" there)."""
-        message: dict[str, Any] = {"role": self.role, "content": self.text()}
-        if self.tool_calls:
-            message["tool_calls"] = self.tool_calls
-            if self.content is None:  # templates test for none to render calls alone
-                message["content"] = None
-        if self.tool_call_id is not None:
-            message["tool_call_id"] = self.tool_call_id
-        return message
 
 
 class SamplingFields(_Request):
@@ -169,11 +167,13 @@ class ChatCompletionRequest(SamplingFields):
     )
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     modalities: list[str] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
-    functions: list[dict[str, Any]] | None = Field(None, description="Legacy; refused.")
-    function_call: str | dict[str, Any] | None = Field(None, description="Legacy; refused.")
+    tools: list[ToolDefinition] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    # OpenAI's deprecated names for tools and tool_choice
+    functions: list[FunctionDefinition] | None = Field(None, max_length=MAX_TOOLS)
+    function_call: Literal["none", "auto"] | dict[str, Any] | None = None
 
     @field_validator("top_logprobs")
     @classmethod
@@ -189,24 +189,31 @@ class ChatCompletionRequest(SamplingFields):
             raise ValueError('this server only produces text: modalities must be ["text"]')
         return value
 
-    @field_validator("functions", "function_call")
-    @classmethod
-    def _no_legacy_functions(cls, value: object, info: ValidationInfo) -> object:
-        if value is not None:
-            raise ValueError(
-                f"{info.field_name} (OpenAI's deprecated function calling) is not supported "
-                "by this server"
-            )
-        return value
-
     @model_validator(mode="after")
-    def _unsupported(self) -> ChatCompletionRequest:
-        if self.tools:
-            raise ValueError("tool calling is not supported by this server")
-        if self.tool_choice not in (None, "none", "auto"):
-            raise ValueError("tool calling is not supported by this server")
-        if self.response_format and self.response_format.get("type") != "text":
-            raise ValueError("only response_format {'type': 'text'} is supported")
+    def _check(self) -> ChatCompletionRequest:
+        if self.functions and not self.tools:
+            self.tools = [ToolDefinition(function=f) for f in self.functions]
+        if self.function_call is not None and self.tool_choice is None:
+            call = self.function_call
+            self.tool_choice = (
+                call if isinstance(call, str) else NamedToolChoice.model_validate(
+                    {"function": {"name": call.get("name")}}, strict=False
+                )
+            )  # fmt: skip
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            names = {t.function.name for t in self.tools or ()}
+            if choice.function.name not in names:
+                raise ValueError(f"tool_choice names {choice.function.name!r}, not one of tools")
+        elif choice == "required" and not self.tools:
+            raise ValueError("tool_choice 'required' needs tools")
+        fmt = self.response_format
+        if (
+            fmt is not None
+            and fmt.type == "json_schema"
+            and (fmt.json_schema is None or fmt.json_schema.schema_ is None)
+        ):
+            raise ValueError("response_format json_schema needs json_schema.schema")
         if self.max_completion_tokens is not None:
             self.max_tokens = self.max_completion_tokens
         return self
@@ -262,6 +269,7 @@ class AssistantMessage(BaseModel):
     content: str | None
     reasoning_content: str | None = None
     reasoning: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class ChatChoice(BaseModel):

@@ -14,8 +14,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from r1serve.api import tools
 from r1serve.api.prompts import PromptWorkers
 from r1serve.api.schemas import (
     AssistantMessage,
@@ -42,6 +43,9 @@ from r1serve.engine.protocol import (
 from r1serve.engine.text.reasoning import ReasoningDelta, ReasoningSplitter
 from r1serve.errors import EngineError, NotFoundError, RequestError
 
+if TYPE_CHECKING:
+    from r1serve.api.tools import ToolCallDelta
+
 log = logging.getLogger("r1serve.api")
 
 ReasoningFormat = Literal["split", "raw"]
@@ -54,17 +58,19 @@ class Output:
     index: int
     content: str = ""
     reasoning: str = ""
-    finish_reason: FinishReason | None = None
+    finish_reason: FinishReason | Literal["tool_calls"] | None = None
     usage: Usage | None = None
     tokens: int = 0  # generated tokens behind this piece (usage metering counts them)
+    tool_calls: tuple[ToolCallDelta, ...] = ()  # pieces of parsed tool calls (api.tools)
 
 
 @dataclass(slots=True)
 class _Totals:
     content: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
-    finish_reason: FinishReason | None = None
+    finish_reason: FinishReason | Literal["tool_calls"] | None = None
     usage: Usage | None = None
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
 
 
 def new_id(prefix: str) -> str:
@@ -145,8 +151,21 @@ class CompletionService:
         )
 
     def chat_prompt(self, req: ChatCompletionRequest) -> Prompt:
-        messages = [m.template_message() for m in req.messages]
-        return self.engine.render_chat(messages, add_generation_prompt=True)
+        return self.engine.render_chat(
+            tools.chat_messages(req), add_generation_prompt=True, tools=tools.offered_tools(req)
+        )
+
+    async def start_chat(
+        self, req: ChatCompletionRequest, request_id: str
+    ) -> tuple[Prompt, AsyncIterator[Output]]:
+        """The prompt and merged outputs of a chat request, tool calls and constraints applied."""
+        prompt = await self.prepare_chat(req)
+        params = replace(self.sampling(req), constraint=tools.chat_constraint(req, prompt))
+        outputs = await self.start(request_id, [prompt], params, n=req.n, timeout=req.timeout)
+        setup = tools.tool_setup(req, prompt)
+        if setup is not None:
+            outputs = tools.with_tool_calls(outputs, setup, req.n)
+        return prompt, outputs
 
     async def prepare_chat(self, req: ChatCompletionRequest) -> Prompt:
         """``chat_prompt`` off the event loop, after the size and admission checks."""
@@ -232,6 +251,7 @@ class CompletionService:
                 t = totals[out.index]
                 t.content.append(out.content)
                 t.reasoning.append(out.reasoning)
+                t.tool_calls.extend(out.tool_calls)
                 if out.finish_reason is not None:
                     if out.finish_reason == "error":
                         raise EngineError("the model failed while generating; see server log")
@@ -241,18 +261,17 @@ class CompletionService:
 
     async def chat(self, req: ChatCompletionRequest, request_id: str) -> ChatCompletionResponse:
         model = self.check_model(req.model)
-        prompt = await self.prepare_chat(req)
-        outputs = await self.start(
-            request_id, [prompt], self.sampling(req), n=req.n, timeout=req.timeout
-        )
+        prompt, outputs = await self.start_chat(req, request_id)
         totals = await self.collect(outputs, req.n)
         choices = []
         for i, t in enumerate(totals):
             reasoning = "".join(t.reasoning)
+            calls = tools.whole_calls(t.tool_calls)
             message = AssistantMessage(
-                content="".join(t.content),
+                content="".join(t.content) or (None if calls else ""),
                 reasoning_content=reasoning or None,
                 reasoning=reasoning or None,
+                tool_calls=calls or None,
             )
             choices.append(ChatChoice(index=i, message=message, finish_reason=t.finish_reason))
         return ChatCompletionResponse(

@@ -17,6 +17,7 @@ from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from r1serve.api.service import Output
+from r1serve.api.tools import ToolCallDelta
 from r1serve.engine.protocol import Usage
 from r1serve.errors import R1ServeError
 
@@ -92,7 +93,7 @@ async def chat_events(
     head = _dumps({"id": request_id, "object": "chat.completion.chunk", "created": created,
                    "model": model})[:-1]  # fmt: skip
 
-    def chunk(index: int, delta: dict[str, str], finish: str | None = None) -> str:
+    def chunk(index: int, delta: dict[str, object], finish: str | None = None) -> str:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
         return f'{head},"choices":[{_dumps(choice)}]}}'
 
@@ -102,7 +103,7 @@ async def chat_events(
             yield chunk(index, {"role": "assistant", "content": ""})
         try:
             async for out in outputs:
-                delta: dict[str, str] = {}
+                delta: dict[str, object] = {}
                 if out.reasoning:
                     delta["reasoning_content"] = out.reasoning
                     delta["reasoning"] = out.reasoning
@@ -114,6 +115,8 @@ async def chat_events(
                     return
                 if delta:
                     yield chunk(out.index, delta)
+                for call in out.tool_calls:
+                    yield chunk(out.index, {"tool_calls": [tool_call_delta(call)]})
                 if out.finish_reason is not None:
                     yield chunk(out.index, {}, out.finish_reason)
                     if out.usage is not None:
@@ -188,6 +191,14 @@ async def simple_events(outputs: AsyncIterator[Output]) -> AsyncIterator[str | S
         except R1ServeError as exc:
             yield ServerSentEvent(data=_error_event(exc), event="error")
     yield DONE
+
+
+def tool_call_delta(call: ToolCallDelta) -> dict[str, object]:
+    """One tool-call piece in OpenAI's streamed shape: id, type and name come first, once."""
+    if call.id is None:
+        return {"index": call.index, "function": {"arguments": call.arguments}}
+    function = {"name": call.name, "arguments": call.arguments}
+    return {"index": call.index, "id": call.id, "type": "function", "function": function}
 
 
 def _engine_failed() -> R1ServeError:

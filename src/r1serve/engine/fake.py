@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-from r1serve.engine.protocol import FinishReason
+from r1serve.engine.grammar import ConstraintCompiler
+from r1serve.engine.protocol import Constraint, FinishReason, GenerationRequest
 from r1serve.engine.text.chat_template import ChatFormatter
-from r1serve.engine.transformers.engine import LocalEngine
+from r1serve.engine.transformers.engine import LocalEngine, RequestStream
 from r1serve.engine.transformers.runner import DecodeInput, KVLayout, PrefillChunk
 from r1serve.engine.transformers.scheduler import FinishedRequest, SchedulerConfig
 
@@ -231,7 +232,11 @@ def reply_source(replies: Replies) -> tuple[ReplySource, bool]:
 
 
 class FakeEngine(LocalEngine):
-    """A LocalEngine on a FakeRunner; ``finished`` maps request id to finish reason."""
+    """A LocalEngine on a FakeRunner; ``finished`` maps request id to finish reason.
+
+    Constraints are compiled (a bad schema is refused as on a real engine) and recorded in
+    ``constraints_seen``, but nothing masks the output: the script is the model.
+    """
 
     def __init__(
         self,
@@ -244,11 +249,14 @@ class FakeEngine(LocalEngine):
         think_template: bool = False,
         scheduler_config: SchedulerConfig | None = None,
         default_sampling: Mapping[str, Any] | None = None,
+        constraint_timeout_s: float = 10.0,
+        chat_template: str | None = None,
     ) -> None:
         tok = FakeTokenizer()
         self.fake_runner = FakeRunner(tok, replies, max_slots=max_slots, max_seq_len=max_seq_len)
-        template = THINK_TEMPLATE if think_template else CHATML_TEMPLATE
+        template = chat_template or (THINK_TEMPLATE if think_template else CHATML_TEMPLATE)
         self.finished: dict[str, FinishReason] = {}
+        self.constraints_seen: list[Constraint] = []
         super().__init__(
             runner=self.fake_runner,
             tokenizer=tok,
@@ -258,8 +266,14 @@ class FakeEngine(LocalEngine):
             eos_token_ids=tok.eos_token_ids,
             scheduler_config=scheduler_config,
             default_sampling=default_sampling,
+            constraints=ConstraintCompiler(None, timeout_s=constraint_timeout_s),
         )
         self.add_finish_listener(self._record)
+
+    async def submit(self, request: GenerationRequest) -> RequestStream:
+        if request.params.constraint is not None:
+            self.constraints_seen.append(request.params.constraint)
+        return await super().submit(request)
 
     def _record(self, done: FinishedRequest) -> None:
         self.finished[done.request_id] = done.reason

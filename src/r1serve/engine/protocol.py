@@ -34,6 +34,20 @@ give NaN instead (vLLM uses the same threshold)."""
 
 
 @dataclass(frozen=True, slots=True)
+class Constraint:
+    """What the output must match: a JSON schema, any JSON object, a Lark grammar or a regex.
+
+    ``source`` is the schema's JSON text or the grammar text. With ``after`` the constraint
+    applies only once the output contains that text (``"</think>"``: R1's reasoning runs free).
+    A backend that cannot honour a constraint raises RequestError at submit.
+    """
+
+    kind: Literal["json_schema", "json_object", "lark", "regex"]
+    source: str
+    after: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SamplingParams:
     """Per-request decoding settings. ``temperature < GREEDY_BELOW`` (0 too) means greedy."""
 
@@ -50,6 +64,7 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
     logit_bias: Mapping[int, float] = field(default_factory=dict)
+    constraint: Constraint | None = None  # constrained decoding (structured output, tool calls)
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
@@ -134,6 +149,7 @@ class Prompt:
     token_ids: tuple[int, ...]
     text: str
     opens_reasoning: bool = False  # the template ended the prompt inside ``<think>``
+    tool_format: str | None = None  # with tools offered: the call form the model was told to use
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,9 +258,17 @@ class Engine(Protocol):
         ...
 
     def render_chat(
-        self, messages: Sequence[Mapping[str, object]], *, add_generation_prompt: bool = True
+        self,
+        messages: Sequence[Mapping[str, object]],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, object]] | None = None,
     ) -> Prompt:
-        """Apply the chat template; user-supplied text never becomes control tokens."""
+        """Apply the chat template; user-supplied text never becomes control tokens.
+
+        ``tools`` (OpenAI tool definitions) are described by the template or by r1serve's
+        generic tool prompt; ``Prompt.tool_format`` then says how the model will write calls.
+        """
         ...
 
     def resolve_max_tokens(self, prompt_len: int, max_tokens: int | None) -> int:

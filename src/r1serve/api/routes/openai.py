@@ -42,10 +42,7 @@ async def chat_completions(
         result = await unless_disconnected(request, service.chat(body, rid))
         return JSONResponse(result.model_dump())
     model = service.check_model(body.model)
-    prompt = await service.prepare_chat(body)
-    outputs = await service.start(
-        rid, [prompt], service.sampling(body), n=body.n, timeout=body.timeout
-    )
+    _, outputs = await service.start_chat(body, rid)
     events = chat_events(
         outputs,
         request_id=rid,

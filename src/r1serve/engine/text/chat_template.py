@@ -17,6 +17,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -26,6 +27,7 @@ from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from r1serve.engine.protocol import Prompt, Tokenizer
+from r1serve.engine.text.tool_format import ToolSupport, prepare_messages
 from r1serve.errors import ConfigError, RequestError
 
 THINK_OPEN = "<think>"
@@ -115,6 +117,7 @@ class ChatFormatter:
     ) -> None:
         self._template = compile_template(template)
         self.source = template  # shown by Ollama's /api/show
+        self.tool_support = ToolSupport.of_template(template)
         self._tokenizer = tokenizer
         self._bos_token = bos_token
         self._eos_token = eos_token
@@ -126,13 +129,28 @@ class ChatFormatter:
         messages: Sequence[Mapping[str, object]],
         *,
         add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
         **template_kwargs: object,
     ) -> Prompt:
-        """Apply the template and tokenize the result."""
+        """Apply the template and tokenize the result (``tools``: see ``tool_format``)."""
+        tool_format = None
+        if tools or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
+            messages, variables = prepare_messages(messages, tools, self.tool_support)
+            template_kwargs = {**template_kwargs, **variables}
+            tool_format = self.tool_support.format if tools else None
         self._refuse_added_tokens(template_kwargs)
         prepared = _prepare_messages(messages, keep_last_reasoning=not add_generation_prompt)
         # Only contents are spliced in as plain text; tool calls and names go in the template.
         self._refuse_added_tokens([_template_fields(message) for message in prepared])
+        prompt = self._render(prepared, add_generation_prompt, template_kwargs)
+        return replace(prompt, tool_format=tool_format) if tool_format else prompt
+
+    def _render(
+        self,
+        prepared: list[dict[str, object]],
+        add_generation_prompt: bool,
+        template_kwargs: Mapping[str, object],
+    ) -> Prompt:
         contents = [message.get("content") for message in prepared]
         marker = _unused_marker(contents)
         placeholders = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from r1serve.engine.grammar import ConstraintCompiler, hf_lltokenizer
 from r1serve.engine.kv import KVPlan, bytes_per_token, plan_kv
 from r1serve.engine.protocol import Engine
 from r1serve.engine.source import ModelSource
@@ -100,6 +101,7 @@ def local_engine(
         model_name=settings.served_model_name or loaded.source.name,
         context_length=loaded.context_length,
         eos_token_ids=loaded.eos_token_ids,
+        constraints=ConstraintCompiler(hf_lltokenizer(loaded.tokenizer, runner.vocab_size)),
         scheduler_config=SchedulerConfig(
             max_waiting=settings.max_waiting
             if settings.max_waiting is not None

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from r1serve.engine.grammar import ConstraintCompiler, Guide
 from r1serve.engine.protocol import (
     Delta,
     EngineStats,
@@ -17,12 +18,16 @@ from r1serve.engine.protocol import (
 )
 from r1serve.engine.transformers.runner import ModelRunner
 from r1serve.engine.transformers.scheduler import Channel, Scheduler, SchedulerConfig
-from r1serve.errors import ContextLengthError
+from r1serve.errors import ContextLengthError, RequestError
 
 
 class ChatRenderer(Protocol):
     def render(
-        self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> Prompt: ...
 
 
@@ -41,6 +46,7 @@ class LocalEngine:
         scheduler_config: SchedulerConfig | None = None,
         default_sampling: Mapping[str, Any] | None = None,
         kind: str = "transformers",
+        constraints: ConstraintCompiler | None = None,
     ) -> None:
         self._kind = kind
         self._runner = runner
@@ -52,6 +58,7 @@ class LocalEngine:
         self._model_context_length = context_length
         self._default_sampling: Mapping[str, Any] = dict(default_sampling or {})
         self.scheduler = Scheduler(runner, tokenizer, eos_token_ids, scheduler_config)
+        self.constraints = constraints  # None: constrained decoding is refused
         self._started = False
 
     @property
@@ -84,9 +91,13 @@ class LocalEngine:
         return self._runner
 
     def render_chat(
-        self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> Prompt:
-        return self._chat.render(messages, add_generation_prompt=add_generation_prompt)
+        return self._chat.render(messages, add_generation_prompt=add_generation_prompt, tools=tools)
 
     def add_finish_listener(self, listener: FinishHook) -> None:
         """Call ``listener`` (on the model thread) whenever a request ends."""
@@ -94,6 +105,8 @@ class LocalEngine:
 
     async def start(self) -> None:
         if not self._started:
+            if self.constraints is not None:
+                self.constraints.warm()
             self.scheduler.start()
             self._started = True
 
@@ -122,9 +135,21 @@ class LocalEngine:
         max_tokens = self.resolve_max_tokens(
             len(request.prompt_token_ids), request.params.max_tokens
         )
+        guide = await self._guide(request)
         channel = Channel(request.request_id, asyncio.get_running_loop())
-        self.scheduler.submit(request, max_tokens, channel)
+        self.scheduler.submit(request, max_tokens, channel, guide)
         return RequestStream(self.scheduler, channel)
+
+    async def _guide(self, request: GenerationRequest) -> Guide | None:
+        constraint = request.params.constraint
+        if constraint is None:
+            return None
+        if self.constraints is None:
+            raise RequestError(
+                "this engine cannot constrain its output (structured output, required tools)",
+                param="response_format",
+            )
+        return await self.constraints.guide(constraint)
 
 
 class RequestStream:

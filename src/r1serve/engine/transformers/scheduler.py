@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from r1serve.engine.grammar import Guide
 from r1serve.engine.protocol import (
     Delta,
     EngineStats,
@@ -34,6 +35,7 @@ from r1serve.engine.protocol import (
 )
 from r1serve.engine.text.detokenize import IncrementalDetokenizer
 from r1serve.engine.text.stops import StopMatcher
+from r1serve.engine.transformers.guided import mask_logits
 from r1serve.engine.transformers.runner import DecodeInput, ModelRunner, PrefillChunk
 from r1serve.engine.transformers.sampling import SequenceSampler, sample
 from r1serve.errors import OverloadedError
@@ -71,6 +73,7 @@ class Sequence_:
         "deadline",
         "detok",
         "finish_reason",
+        "guide",
         "max_tokens",
         "next_token",
         "output",
@@ -91,6 +94,7 @@ class Sequence_:
         vocab_size: int,
         max_tokens: int,
         eos_token_ids: frozenset[int],
+        guide: Guide | None = None,
     ) -> None:
         now = time.monotonic()
         self.request = request
@@ -110,6 +114,7 @@ class Sequence_:
         self.timings = RequestTimings(submitted=now)
         self.deadline = now + request.timeout_s if request.timeout_s else None
         self.finish_reason: FinishReason | None = None
+        self.guide = guide  # constrained decoding: masks this sequence's logits
 
 
 class Scheduler:
@@ -155,10 +160,22 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
-    def submit(self, request: GenerationRequest, max_tokens: int, channel: Channel) -> None:
+    def submit(
+        self,
+        request: GenerationRequest,
+        max_tokens: int,
+        channel: Channel,
+        guide: Guide | None = None,
+    ) -> None:
         """Queue a request, or raise OverloadedError when the waiting queue is full."""
         seq = Sequence_(
-            request, channel, self.tokenizer, self.runner.vocab_size, max_tokens, self.eos_token_ids
+            request,
+            channel,
+            self.tokenizer,
+            self.runner.vocab_size,
+            max_tokens,
+            self.eos_token_ids,
+            guide,
         )
         with self._lock:
             self._refuse_if_full(0)
@@ -302,7 +319,8 @@ class Scheduler:
                 done_rows.append(row)
         if done_rows:
             done = [owners[r] for r in done_rows]
-            tokens = sample(logits[done_rows], [s.sampler for s in done])
+            rows = self._masked(logits[done_rows], done)
+            tokens = sample(rows, [s.sampler for s in done])
             for seq, tok in zip(done, tokens.tolist(), strict=True):
                 self._accept(seq, tok, out)
 
@@ -315,10 +333,16 @@ class Scheduler:
         self._kv_used += len(batch)
         for s in batch:
             s.computed += 1
-        tokens = sample(logits, [s.sampler for s in batch])
+        tokens = sample(self._masked(logits, batch), [s.sampler for s in batch])
         for seq, tok in zip(batch, tokens.tolist(), strict=True):
             if seq.finish_reason is None:
                 self._accept(seq, tok, out)
+
+    def _masked(self, logits: torch.Tensor, seqs: Sequence[Sequence_]) -> torch.Tensor:
+        """Logits [B, V] with what each guided sequence's constraint forbids masked out."""
+        if not any(s.guide is not None for s in seqs):
+            return logits
+        return mask_logits(logits, [s.guide for s in seqs], self.eos_token_ids)
 
     def _accept(self, seq: Sequence_, token: int, out: list[tuple[Channel, Delta]]) -> None:
         """Record a sampled token: emit its text, or finish the sequence."""
@@ -335,6 +359,8 @@ class Scheduler:
             self._finish(seq, "stop", out, stop_reason=token)
             return
         text = seq.detok.feed([token])
+        if seq.guide is not None:
+            seq.guide.accept(token, text)
         if seq.stops is not None and text:
             result = seq.stops.feed(text)
             text = result.text

@@ -1,0 +1,153 @@
+"""Constrained decoding on real weights: SmolLM2 under a JSON schema at temperature 1, and
+tiny-r1 forced to call a tool after reasoning freely."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import jsonschema
+import openai
+import pytest
+
+from r1serve.engine.registry import build_engine
+from support.api import LiveServer, make_settings
+from support.models import R1_THINK_TEMPLATE, TINY_R1_HF, TINY_REASONING
+
+pytestmark = pytest.mark.slow
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 12},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "role": {"enum": ["admin", "user", "guest"]},
+        "tags": {"type": "array", "items": {"type": "boolean"}, "maxItems": 3},
+    },
+    "required": ["name", "age", "role", "tags"],
+    "additionalProperties": False,
+}
+
+
+def live(**settings: Any) -> Iterator[openai.OpenAI]:
+    built = build_engine(make_settings(engine="transformers", **settings))
+    server = LiveServer(built.engine, make_settings(**settings))  # type: ignore[arg-type]
+    with server:
+        yield openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Iterator[openai.OpenAI]:
+    yield from live(max_num_seqs=16)  # the embedded SmolLM2-135M GGUF
+
+
+@pytest.fixture(scope="module")
+def tiny_r1_think() -> Iterator[openai.OpenAI]:
+    yield from live(model=str(TINY_R1_HF), chat_template=R1_THINK_TEMPLATE)
+
+
+def test_100_of_100_replies_validate_at_temperature_1(smollm2: openai.OpenAI) -> None:
+    def one(seed: int) -> tuple[str, str | None]:
+        result = smollm2.chat.completions.create(
+            model=smollm2.models.list().data[0].id,
+            messages=[{"role": "user", "content": "Describe a user of a web site as JSON."}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "person", "schema": PERSON},
+            },
+            temperature=1.0,
+            seed=seed,
+            max_tokens=80,
+        )
+        choice = result.choices[0]
+        return choice.message.content or "", choice.finish_reason
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        replies = list(pool.map(one, range(100)))
+    for text, finish in replies:
+        assert finish == "stop", text
+        jsonschema.validate(json.loads(text), PERSON)
+    assert len({text for text, _ in replies}) > 10  # sampled, not one forced answer
+
+
+def test_json_object_on_smollm2(smollm2: openai.OpenAI) -> None:
+    result = smollm2.chat.completions.create(
+        model=smollm2.models.list().data[0].id,
+        messages=[{"role": "user", "content": "hi"}],
+        response_format={"type": "json_object"},
+        temperature=0,
+        max_tokens=60,
+    )
+    text = result.choices[0].message.content or ""
+    if result.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(text), dict)
+    else:  # cut off by max_tokens: still a prefix of an object
+        assert text.startswith("{")
+
+
+NOW = {
+    "type": "function",
+    "function": {
+        "name": "now",
+        "description": "The current time",
+        "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
+    },
+}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"enum": ["Paris", "Oslo"]}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("choice", "name"),
+    [
+        ("required", None),
+        ({"type": "function", "function": {"name": "get_weather"}}, "get_weather"),
+    ],
+)
+def test_tool_choice_is_enforced_on_tiny_r1(
+    tiny_r1_think: openai.OpenAI, choice: Any, name: str | None
+) -> None:
+    # tiny-r1 only ever says hello; the constraint makes it call a tool after its reasoning.
+    result = tiny_r1_think.chat.completions.create(
+        model=tiny_r1_think.models.list().data[0].id,
+        messages=[{"role": "user", "content": "hi"}],
+        tools=[NOW, WEATHER],  # type: ignore[list-item]
+        tool_choice=choice,
+        parallel_tool_calls=False,  # greedy, this model would call again and again
+        temperature=0,
+        max_tokens=160,
+    )
+    message = result.choices[0].message
+    assert (message.model_extra or {}).get("reasoning_content") == TINY_REASONING
+    assert result.choices[0].finish_reason == "tool_calls"
+    calls = message.tool_calls or []
+    assert len(calls) == 1, message
+    for call in calls:
+        assert call.function.name in ({name} if name else {"now", "get_weather"})  # type: ignore[union-attr]
+        arguments = json.loads(call.function.arguments)  # type: ignore[union-attr]
+        tool = NOW if call.function.name == "now" else WEATHER  # type: ignore[union-attr]
+        jsonschema.validate(arguments, tool["function"]["parameters"])
+
+
+def test_auto_on_tiny_r1_answers_normally(tiny_r1_think: openai.OpenAI) -> None:
+    result = tiny_r1_think.chat.completions.create(
+        model=tiny_r1_think.models.list().data[0].id,
+        messages=[{"role": "user", "content": "hi"}],
+        tools=[NOW],  # type: ignore[list-item]
+        temperature=0,
+        max_tokens=60,
+    )
+    assert result.choices[0].finish_reason in ("stop", "length")
+    assert not result.choices[0].message.tool_calls
