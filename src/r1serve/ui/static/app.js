@@ -6,6 +6,7 @@
 import { onUnauthorized } from "./api.js";
 import { LANGUAGES, initialLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
 import { currentUser, forgetUser, isAdmin, loadCurrentUser, logOut, onUserChange } from "./session.js";
+import { installMathCopy } from "./math.js";
 import { THEMES, initialTheme, setTheme, theme } from "./theme.js";
 import { createAdminUsersView } from "./views/admin-users.js";
 import { createChatView } from "./views/chat.js";
@@ -96,6 +97,7 @@ async function main() {
   setLanguage(initialLanguage(), { remember: false });
   setUpLanguagePicker();
   setUpThemePicker();
+  installMathCopy();
   onLanguageChange(renderNav);
   onUserChange((user) => showView(user ? "chat" : "login"));
   onUnauthorized(() => forgetUser());
