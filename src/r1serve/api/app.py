@@ -28,6 +28,7 @@ from r1serve.api.routes import (
     keys,
     metrics,
     openai,
+    reply_defaults,
     simple,
     ui,
     usage,
@@ -96,7 +97,19 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
         return Response(status_code=499)
 
     app.state.metrics = ServerMetrics(engine)
-    for module in (openai, simple, health, metrics, ui, auth, keys, users, usage, conversations):
+    for module in (
+        openai,
+        simple,
+        health,
+        metrics,
+        ui,
+        auth,
+        keys,
+        users,
+        usage,
+        conversations,
+        reply_defaults,
+    ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static")
 
