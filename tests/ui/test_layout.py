@@ -98,7 +98,8 @@ def test_phone_header_is_one_row_and_nothing_overlaps(open_chat: Callable[..., C
     )
     assert len(parts) == 5, parts
     for name, box in parts.items():
-        assert box["y"] >= header["y"] and box["y"] + box["height"] <= header["y"] + header["height"]
+        bottom = header["y"] + header["height"]
+        assert box["y"] >= header["y"] and box["y"] + box["height"] <= bottom, (name, box)
         assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (name, box)
         assert box["width"] >= 24 and box["height"] >= 24, (name, box)  # big enough to tap
     names = list(parts)
