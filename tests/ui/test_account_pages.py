@@ -206,7 +206,7 @@ def test_change_password_from_the_user_menu(
     dialog.locator(".current-password").fill("pat-password")
     dialog.locator(".new-password").fill("pat-new-password")
     dialog.locator("button[type=submit]").click()
-    expect(dialog.locator(".dialog-status")).to_have_text("Password changed; your other sessions have ended.")
+    expect(dialog.locator(".dialog-status")).to_contain_text("Password changed")
     assert server.accounts.sessions.login("pat", "pat-new-password", "::1").principal
     dialog.locator(".dialog-close").click()
     expect(dialog).to_have_count(0)
