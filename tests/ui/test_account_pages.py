@@ -11,6 +11,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from support.accounts import ADMIN_PASSWORD, secure_settings
 from support.browser import ChatPage, UiServer, new_chat_page, run_ui_server
+from support.layout import AXE, DESKTOP, PHONE, serious_violations, shoot
 
 pytestmark = pytest.mark.browser
 
@@ -211,3 +212,16 @@ def test_change_password_from_the_user_menu(
     dialog.locator(".dialog-close").click()
     expect(dialog).to_have_count(0)
     chat.assert_nothing_unsafe_happened()
+
+
+@pytest.mark.parametrize(("size", "viewport"), [("desktop", DESKTOP), ("phone", PHONE)])
+def test_login_page_passes_axe_and_is_photographed(
+    open_page: Callable[..., ChatPage], size: str, viewport: dict[str, int]
+) -> None:
+    chat = open_page(viewport=viewport)
+    page = chat.page
+    page.context.add_init_script(path=str(AXE))
+    page.reload()
+    expect(page.locator(".login-form h1")).to_have_text("Log in")
+    assert serious_violations(page) == []
+    shoot(page, f"login-{size}")

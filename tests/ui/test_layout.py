@@ -4,7 +4,6 @@ their sources, the repetition guard, keyboard shortcuts, the axe check, and scre
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,13 +13,10 @@ from playwright.sync_api import Page, expect
 from r1serve.conversations.defaults import R1_REPLY_CAP
 from r1serve.engine.fake import FakeReply
 from support.browser import ChatPage
+from support.layout import AXE, DESKTOP, PHONE, serious_violations, shoot
 
 pytestmark = pytest.mark.browser
 
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 800}
-AXE = Path(__file__).parents[1] / "support" / "vendor" / "axe-core" / "axe.min.js"
-SCREENSHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
 SHOWCASE = (
     "<think>\nThe sum of the first $n$ odd numbers is $n^2$; check $n=3$: $1+3+5=9$.\n</think>\n\n"
     "The answer is $\\boxed{9}$, since\n\n$$\\sum_{k=1}^{n} (2k-1) = n^2.$$\n\n"
@@ -46,27 +42,6 @@ def overlap(a: dict[str, float], b: dict[str, float]) -> bool:
         and b["x"] < a["x"] + a["width"] - 0.5
         and a["y"] < b["y"] + b["height"] - 0.5
         and b["y"] < a["y"] + a["height"] - 0.5
-    )
-
-
-def shoot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(150)  # let the last frame paint
-    # caret="initial": no style attribute injected to hide the caret (the page traps flag those).
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), caret="initial")
-
-
-def serious_violations(page: Page) -> list[str]:
-    """axe-core's serious and critical findings on the page as it is now."""
-    return list(
-        page.evaluate(
-            """async () => {
-                const result = await window.axe.run(document, { resultTypes: ["violations"] });
-                return result.violations
-                    .filter((v) => v.impact === "serious" || v.impact === "critical")
-                    .map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
-            }"""
-        )
     )
 
 
@@ -272,3 +247,29 @@ def test_chat_pages_pass_axe_and_are_photographed(
         shoot(page, f"{view}-{size}")
     assert {page: found for page, found in problems.items() if found} == {}
     chat.assert_nothing_unsafe_happened()
+
+
+def test_continue_is_offered_for_a_reply_cut_at_the_cap(chat: ChatPage) -> None:
+    page = chat.page
+    chat.server.replies.set(FakeReply("Done."))
+    chat.send("short")
+    chat.wait_idle()
+    expect(page.locator(".message.assistant .continue-reply")).to_have_count(0)  # it ended
+
+    page.locator(".settings-toggle").click()
+    page.locator(".setting-max_tokens").fill("3")
+    page.locator(".settings-save").click()
+    expect(page.locator(".settings-status")).to_have_text("Saved.")
+    chat.server.replies.set(FakeReply(chunks=[f"w{i} " for i in range(30)]))
+    chat.send("long")
+    chat.wait_idle()
+    last = page.locator(".message.assistant").last
+    expect(last.locator(".message-meta")).to_contain_text("length limit")
+    button = last.locator(".continue-reply")
+    expect(button).to_have_text("Continue")
+    message_id = last.get_attribute("data-id")
+    assert message_id
+    with page.expect_request(lambda request: request.url.endswith("/continue")) as sent:
+        button.click()
+    assert sent.value.method == "POST"
+    assert sent.value.url.endswith(f"/messages/{message_id}/continue")
