@@ -16,6 +16,8 @@ PACKAGES=(
   "dompurify@3.5.0 sha512-LYC0ZkE8P1V42JsRYTwMdme/2ET8SpOc5AA2eOFjP/IadvRd2fwiT4TVz5vkfy0XUx12aS2UaRkTnfVPNOv9vw=="
   "@highlightjs/cdn-assets@11.12.0 sha512-KvOKXODaiFmId9xaq3xc5xCL66wVLUuOngDbO9B/kewbFTqdGbn2nJxNhN3H5R1cgDTVj6R8vH0zgiNDEGjpDw=="
   "swagger-ui-dist@5.35.0 sha512-U06rpMtW9V3XPGOBeamTUSr0Z09jMX4IJuANpE/EZbAhw0G8CgwrzU4YmXkn/h0wCDNsXdGarTNNHC3sU8yVUQ=="
+  "katex@0.19.1 sha512-jG8uKntjSEcm2EpQOh0XturpPuuC9r3Sq5HLHdsFdWZT27E672SF19QEi+of0/YeOy15lDgRhKvr5614uRrEfA=="
+  "axe-core@4.14.1 sha512-FHfa+lmNjQZfJz1q8wKqIDwC6DExcHt/pkjNQb09a3NPjCKg2rhu5qb2S4r76ASyFNNtuFooJpZe37OgudVGtQ=="
 )
 
 # package  source file in the tarball  ->  destination under vendor/
@@ -32,6 +34,22 @@ FILES=(
   "swagger-ui-dist swagger-ui-bundle.js swagger-ui/swagger-ui-bundle.js"
   "swagger-ui-dist swagger-ui.css swagger-ui/swagger-ui.css"
   "swagger-ui-dist LICENSE swagger-ui/LICENSE"
+  "katex dist/katex.min.js katex/katex.min.js"
+  "katex dist/katex.min.css katex/katex.min.css"
+  "katex LICENSE katex/LICENSE"
+)
+# KaTeX's fonts: woff2 only (every browser the page supports takes it; katex.min.css lists it first).
+KATEX_FONTS=(AMS-Regular Caligraphic-Bold Caligraphic-Regular Fraktur-Bold Fraktur-Regular Main-Bold
+  Main-BoldItalic Main-Italic Main-Regular Math-BoldItalic Math-Italic SansSerif-Bold SansSerif-Italic
+  SansSerif-Regular Script-Regular Size1-Regular Size2-Regular Size3-Regular Size4-Regular Typewriter-Regular)
+for font in "${KATEX_FONTS[@]}"; do
+  FILES+=("katex dist/fonts/KaTeX_$font.woff2 katex/fonts/KaTeX_$font.woff2")
+done
+# axe-core is for the browser tests only (accessibility checks); it never ships in the package.
+TEST_VENDOR="$ROOT/tests/support/vendor"
+TEST_FILES=(
+  "axe-core axe.min.js axe-core/axe.min.js"
+  "axe-core LICENSE axe-core/LICENSE"
 )
 
 # npm's integrity string of a file: "sha512-" + base64 of its SHA-512 digest.
@@ -62,12 +80,17 @@ for entry in "${PACKAGES[@]}"; do
   VERSION[$name]="$version"
 done
 
-rm -rf "$VENDOR"
-mkdir -p "$VENDOR"
+rm -rf "$VENDOR" "$TEST_VENDOR"
+mkdir -p "$VENDOR" "$TEST_VENDOR"
 for entry in "${FILES[@]}"; do
   read -r name source dest <<<"$entry"
   mkdir -p "$(dirname "$VENDOR/$dest")"
   cp "${UNPACKED[$name]}/$source" "$VENDOR/$dest"
+done
+for entry in "${TEST_FILES[@]}"; do
+  read -r name source dest <<<"$entry"
+  mkdir -p "$(dirname "$TEST_VENDOR/$dest")"
+  cp "${UNPACKED[$name]}/$source" "$TEST_VENDOR/$dest"
 done
 
 {
@@ -87,3 +110,5 @@ done
 
 echo "vendored into $VENDOR:"
 (cd "$VENDOR" && find . -type f | sort)
+echo "test-only files in $TEST_VENDOR:"
+(cd "$TEST_VENDOR" && find . -type f | sort)

@@ -25,6 +25,7 @@ TABLES = {
     "usage_records",
     "conversations",
     "messages",
+    "reply_defaults",
 }
 
 
@@ -58,7 +59,7 @@ def test_unsupported_database_url_is_a_config_error(url: str, tmp_path: Path) ->
 
 
 def test_migrations_create_every_table_and_reach_head(database: Database) -> None:
-    assert database.current_revision() == head_revision() == "0002_conversations"
+    assert database.current_revision() == head_revision() == "0003_reply_defaults"
     assert set(inspect(database.engine).get_table_names()) >= TABLES
 
 

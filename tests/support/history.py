@@ -41,13 +41,15 @@ def list_all(server: UiServer) -> list[dict[str, Any]]:
 
 
 def wipe(server: UiServer) -> None:
-    """Stop every running reply and delete every conversation, so a test starts empty."""
+    """Stop every running reply, delete every conversation and clear the reply defaults, so a
+    test starts empty."""
     with client(server) as http:
         for conversation in list_all(server):
             active = conversation.get("active_reply")
             if active and active.get("status") == "generating":
                 http.post(f"{BASE}/{conversation['id']}/messages/{active['message_id']}/stop")
             http.delete(f"{BASE}/{conversation['id']}").raise_for_status()
+        http.put("/api/me/reply-defaults", json={}).raise_for_status()
 
 
 def create(server: UiServer, **fields: Any) -> dict[str, Any]:

@@ -15,15 +15,25 @@
                             "BASE", "LINK", "META", "svg", "math"]);
   const URL_ATTRS = ["href", "src", "xlink:href", "action", "formaction", "srcdoc", "data"];
   const squash = (value) => String(value).replace(/[\s\u0000-\u001f]+/g, "").toLowerCase();
+  // KaTeX's formulas (class "katex", made by the page, never by the model) hold SVG and
+  // MathML, and their layout is set through CSSOM: inside one, only those are allowed, and only
+  // SVG shapes and MathML elements, with style limited to lengths, keywords and colours.
+  const MATH_NAMESPACES = new Set(["http://www.w3.org/2000/svg", "http://www.w3.org/1998/Math/MathML"]);
+  const SVG_SHAPES = new Set(["svg", "path", "line", "rect", "g"]);
+  const PLAIN_STYLE = /^([a-z-]+:\s*(-?[\d.]+(em|ex|px|pt|%)?|solid|dashed|relative|absolute|inherit|none|auto|#[0-9a-f]{3,8}|[a-z]+|rgba?\([\d.,\s%]+\));\s*)*$/i;
   const problems = (el) => {
     const found = [];
-    if (BAD_TAGS.has(el.tagName) || el.namespaceURI !== "http://www.w3.org/1999/xhtml") {
+    const inMath = el.closest && el.closest(".katex") !== null;
+    const mathNode = inMath && MATH_NAMESPACES.has(el.namespaceURI) &&
+      (el.namespaceURI !== "http://www.w3.org/2000/svg" || SVG_SHAPES.has(el.tagName));
+    if (!mathNode && (BAD_TAGS.has(el.tagName) || el.namespaceURI !== "http://www.w3.org/1999/xhtml")) {
       found.push("tag " + el.tagName);
     }
     for (const attr of el.attributes) {
       const name = attr.name.toLowerCase();
-      if (name.startsWith("on") || ["style", "srcset", "poster", "background"].includes(name)) {
-        found.push("attr " + name);
+      const mathStyle = inMath && name === "style" && PLAIN_STYLE.test(attr.value);
+      if (name.startsWith("on") || (["style", "srcset", "poster", "background"].includes(name) && !mathStyle)) {
+        found.push("attr " + name + (name === "style" ? " " + attr.value : ""));
       }
       if (!URL_ATTRS.includes(name)) continue;
       const value = squash(attr.value);

@@ -11,6 +11,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from support.accounts import ADMIN_PASSWORD, secure_settings
 from support.browser import ChatPage, UiServer, new_chat_page, run_ui_server
+from support.layout import AXE, DESKTOP, PHONE, serious_violations, shoot
 
 pytestmark = pytest.mark.browser
 
@@ -36,6 +37,13 @@ def open_page(chromium: Browser, server: UiServer) -> Iterator[Callable[..., Cha
     yield open_one
     for close in closers:
         close()
+
+
+def from_menu(page: Page, selector: str) -> None:
+    """Click an item of the user menu (views, Log out), opening the menu first."""
+    if page.locator(".user-menu[open]").count() == 0:
+        page.click(".user-menu > summary")
+    page.click(selector)
 
 
 def log_in(page: Page, username: str, password: str) -> None:
@@ -76,7 +84,7 @@ def test_a_key_is_shown_once_copied_and_works(
     page = chat.page
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     log_in(page, "ada", "ada-password")
-    page.click(".nav-link[data-view=keys]")
+    from_menu(page, ".nav-link[data-view=keys]")
     page.fill(".key-form input[name=name]", "laptop")
     page.click(".key-form button[type=submit]")
     value = page.locator(".new-key-value")
@@ -92,7 +100,7 @@ def test_a_key_is_shown_once_copied_and_works(
     expect(row).to_contain_text("laptop")
     assert key not in page.content()
     page.reload()
-    page.click(".nav-link[data-view=keys]")
+    from_menu(page, ".nav-link[data-view=keys]")
     expect(page.locator(f".keys-table tr[data-prefix='{key[:12]}']")).to_contain_text("active")
     assert key not in page.content()
     assert httpx.get(f"{server.url}/v1/models", headers={"X-API-Key": key}).status_code == 200
@@ -112,7 +120,7 @@ def test_logout_ends_the_session(open_page: Callable[..., ChatPage]) -> None:
     log_in(page, "ada", "ada-password")
     page.wait_for_selector(".chat[data-models=loaded]")
     token = next(c["value"] for c in page.context.cookies() if c["name"] == "r1s_session")
-    page.click(".logout")
+    from_menu(page, ".logout")
     expect(page.locator(".login-form")).to_be_visible()
     assert page.evaluate("fetch('/api/auth/me').then((r) => r.status)") == 401
     page.reload()
@@ -130,7 +138,7 @@ def test_usage_view_shows_my_requests(open_page: Callable[..., ChatPage]) -> Non
     chat.send("count me")
     chat.wait_idle()
     chat.server.accounts.usage.flush()
-    page.click(".nav-link[data-view=usage]")
+    from_menu(page, ".nav-link[data-view=usage]")
     # The page chats through the conversation API, and that use is counted too.
     expect(page.locator(".usage-view table").last).to_contain_text(
         "/api/conversations/{conversation_id}/messages"
@@ -143,7 +151,7 @@ def test_admin_adds_a_user_and_sees_the_password_once(open_page: Callable[..., C
     chat = open_page()
     page = chat.page
     log_in(page, "admin", ADMIN_PASSWORD)
-    page.click(".nav-link[data-view=users]")
+    from_menu(page, ".nav-link[data-view=users]")
     page.fill(".user-form input[name=username]", "grace")
     page.click(".user-form button[type=submit]")
     password = page.locator(".new-password-value")
@@ -157,6 +165,7 @@ def test_admin_adds_a_user_and_sees_the_password_once(open_page: Callable[..., C
 def test_login_screen_speaks_chinese(open_page: Callable[..., ChatPage]) -> None:
     chat = open_page(locale="zh-CN")
     expect(chat.page.locator(".login-form h1")).to_have_text("登录")
+    chat.page.click(".user-menu > summary")
     chat.page.select_option("#language-select", "en")
     expect(chat.page.locator(".login-form h1")).to_have_text("Log in")
 
@@ -182,3 +191,37 @@ def test_a_view_re_rendering_around_a_form_keeps_its_focus_and_typing(chat: Chat
         }"""
     )
     assert result == {"kept": True, "texts": ["Keys", "created", "", "a table", "7"]}
+
+
+def test_change_password_from_the_user_menu(
+    open_page: Callable[..., ChatPage], server: UiServer
+) -> None:
+    server.accounts.users.create("pat", "pat-password")
+    chat = open_page()
+    page = chat.page
+    log_in(page, "pat", "pat-password")
+    page.wait_for_selector(".chat[data-models=loaded]")
+    from_menu(page, ".change-password")
+    dialog = page.locator(".password-dialog")
+    expect(dialog).to_be_visible()
+    dialog.locator(".current-password").fill("pat-password")
+    dialog.locator(".new-password").fill("pat-new-password")
+    dialog.locator("button[type=submit]").click()
+    expect(dialog.locator(".dialog-status")).to_contain_text("Password changed")
+    assert server.accounts.sessions.login("pat", "pat-new-password", "::1").principal
+    dialog.locator(".dialog-close").click()
+    expect(dialog).to_have_count(0)
+    chat.assert_nothing_unsafe_happened()
+
+
+@pytest.mark.parametrize(("size", "viewport"), [("desktop", DESKTOP), ("phone", PHONE)])
+def test_login_page_passes_axe_and_is_photographed(
+    open_page: Callable[..., ChatPage], size: str, viewport: dict[str, int]
+) -> None:
+    chat = open_page(viewport=viewport)
+    page = chat.page
+    page.context.add_init_script(path=str(AXE))
+    page.reload()
+    expect(page.locator(".login-form h1")).to_have_text("Log in")
+    assert serious_violations(page) == []
+    shoot(page, f"login-{size}")

@@ -225,10 +225,12 @@ def test_language_switch_changes_the_ui_and_is_remembered(chat: ChatPage) -> Non
     chat.server.replies.set(FakeReply("<think>\nhmm\n</think>\n\nHi."))
     chat.send("hello")
     chat.wait_idle()
-    expect(page.locator(".composer .send")).to_have_text("Send")
+    expect(page.locator(".composer .send")).to_have_attribute("aria-label", "Send")
 
+    page.locator(".user-menu > summary").click()
     page.locator("#language-select").select_option("zh-CN")
-    expect(page.locator(".composer .send")).to_have_text("发送")
+    expect(page.locator(".composer .send")).to_have_attribute("aria-label", "发送")
+    expect(page.locator(".composer .send")).to_have_attribute("title", "发送")
     expect(page.locator(".new-chat")).to_have_text("新对话")
     expect(page.locator(".composer-input")).to_have_attribute("placeholder", "给模型发消息…")
     expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
@@ -236,14 +238,14 @@ def test_language_switch_changes_the_ui_and_is_remembered(chat: ChatPage) -> Non
 
     page.reload()
     chat.wait_ready()
-    expect(page.locator(".composer .send")).to_have_text("发送")
+    expect(page.locator(".composer .send")).to_have_attribute("aria-label", "发送")
     expect(page.locator(".thinking summary")).to_have_text(re.compile(r"^已思考 \d+\.\d 秒$"))
     expect(page.locator("#language-select")).to_have_value("zh-CN")
 
 
 def test_chinese_browser_gets_chinese_ui(open_chat: Callable[..., ChatPage]) -> None:
     chat = open_chat(locale="zh-CN")
-    expect(chat.page.locator(".composer .send")).to_have_text("发送")
+    expect(chat.page.locator(".composer .send")).to_have_attribute("aria-label", "发送")
     expect(chat.page.locator(".empty-hint")).to_contain_text("Shift+Enter")
 
 

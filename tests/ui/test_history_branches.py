@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -102,10 +103,13 @@ def test_copy_buttons_copy_messages_and_code(open_chat: Callable[..., ChatPage])
         return str(page.evaluate("navigator.clipboard.readText()"))
 
     copy = page.locator(".message.assistant .copy-message")
+    # An icon button: its label (for screen readers and the tooltip) says it, and a tick shows.
+    expect(copy).to_have_attribute("aria-label", "Copy")
     copy.click()
-    expect(copy).to_have_text("Copied")
+    expect(copy).to_have_attribute("aria-label", "Copied")
+    expect(copy).to_have_class(re.compile(r"\bcopied\b"))
     assert clipboard().strip() == reply
-    expect(copy).to_have_text("Copy")  # and back
+    expect(copy).to_have_attribute("aria-label", "Copy")  # and back
 
     page.locator(".copy-code").click()
     assert clipboard().strip() == "print('hi')"

@@ -99,7 +99,7 @@ def test_rename_and_delete_in_place(
     page = chat.page
     item = item_of(chat, old["id"])
 
-    item.hover()
+    item.locator(".item-menu > summary").click()  # the item's actions sit in its "…" menu
     item.locator(".rename-conversation").click()
     box = item.locator(".rename-input")
     expect(box).to_be_focused()
@@ -109,7 +109,7 @@ def test_rename_and_delete_in_place(
     expect(item.locator(".conversation-title")).to_have_text("New name")
     assert history.get(ui_server, old["id"])["title"] == "New name"
 
-    item.hover()
+    item.locator(".item-menu > summary").click()  # the item's actions sit in its "…" menu
     item.locator(".rename-conversation").click()
     item.locator(".rename-input").fill("Not this")
     item.locator(".rename-input").press("Escape")
@@ -117,7 +117,7 @@ def test_rename_and_delete_in_place(
     assert history.get(ui_server, old["id"])["title"] == "New name"
 
     # Deleting asks once more in the button itself; the first click deletes nothing.
-    item.hover()
+    item.locator(".item-menu > summary").click()
     delete = item.locator(".delete-conversation")
     delete.click()
     expect(delete).to_have_text("Really delete?")
@@ -129,7 +129,7 @@ def test_rename_and_delete_in_place(
     # Deleting the open conversation leaves a new chat.
     item_of(chat, kept["id"]).locator(".conversation-open").click()
     expect(page.locator(".chat")).to_have_attribute("data-conversation", kept["id"])
-    item_of(chat, kept["id"]).hover()
+    item_of(chat, kept["id"]).locator(".item-menu > summary").click()
     item_of(chat, kept["id"]).locator(".delete-conversation").click()
     item_of(chat, kept["id"]).locator(".delete-conversation").click()
     expect(page.locator(".chat")).to_have_attribute("data-conversation", "")
@@ -172,6 +172,7 @@ def test_sidebar_speaks_chinese(ui_server: UiServer, open_chat: Callable[..., Ch
     page = chat.page
     expect(page.locator(".conversation-group-title")).to_have_text("今天")
     expect(page.locator(".conversation-search")).to_have_attribute("placeholder", "搜索对话")
-    expect(page.locator(".settings-toggle")).to_have_text("设置")
-    page.locator(".conversation-item").hover()
+    expect(page.locator(".settings-toggle")).to_have_attribute("aria-label", "设置")
+    expect(page.locator(".item-menu > summary")).to_have_attribute("aria-label", "更多操作")
+    page.locator(".item-menu > summary").click()
     expect(page.locator(".rename-conversation")).to_have_text("重命名")

@@ -130,6 +130,8 @@ def test_dark_mode_follows_the_system_and_can_be_switched(
     expect(picker).to_have_value("system")
     assert background_brightness(page) < 150
 
+    menu = page.locator(".user-menu > summary")  # theme and language are in the user menu
+    menu.click()
     picker.select_option("light")
     assert background_brightness(page) > 600
     light_code = page.locator("link[data-code-theme=light]")
@@ -140,6 +142,7 @@ def test_dark_mode_follows_the_system_and_can_be_switched(
     expect(picker).to_have_value("light")
     assert background_brightness(page) > 600
 
+    menu.click()
     picker.select_option("dark")
     assert background_brightness(page) < 150
     expect(page.locator("link[data-code-theme=dark]")).to_have_attribute("media", "all")

@@ -31,6 +31,7 @@ from r1serve.api.routes import (
     metrics,
     ollama,
     openai,
+    reply_defaults,
     simple,
     ui,
     usage,
@@ -108,7 +109,7 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
 
     app.state.metrics = ServerMetrics(engine)
     routers = (openai, ollama, simple, health, metrics, ui, auth, keys, users, usage, conversations)
-    for module in routers:
+    for module in (*routers, reply_defaults):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static")
 

@@ -53,6 +53,7 @@ from r1serve.conversations import (
     encode_cursor,
     new_id,
 )
+from r1serve.conversations.defaults import ReplyDefaultsStore, merged, page_reply_cap
 from r1serve.conversations.transfer import export_json, export_markdown
 from r1serve.engine.protocol import SamplingParams
 from r1serve.errors import R1ServeError, RequestError
@@ -82,6 +83,7 @@ class HistoryService:
         self.replies = replies
         self.completions = completions
         self.poll_s = poll_s
+        self.defaults = ReplyDefaultsStore(store.database)
 
     @classmethod
     def over(
@@ -203,7 +205,9 @@ class HistoryService:
         self, caller: Principal, context: ReplyContext, question: str, *, new_question: bool
     ) -> Events:
         conversation = context.conversation
-        settings = ReplySettings.model_validate(dict(conversation.settings), strict=False)
+        # The conversation's settings over the user's defaults; no cap set: the page's cap.
+        user_defaults = await anyio.to_thread.run_sync(self.defaults.get, caller.user_id)
+        settings = merged(conversation.settings, user_defaults)
         engine = self.completions.engine
         # Old turns may be dropped to fit; the system prompt and the question never are.
         built = await self.completions.prompts.prepare(
@@ -217,7 +221,10 @@ class HistoryService:
             ),
             param="content",
         )
-        params = self._sampling(settings, built.max_tokens)
+        max_tokens = built.max_tokens
+        if settings.max_tokens is None:
+            max_tokens = min(max_tokens, page_reply_cap(engine.model_name))
+        params = self._sampling(settings, max_tokens)
         plan = ReplyPlan(
             assistant_message_id=new_id(),
             model=engine.model_name,

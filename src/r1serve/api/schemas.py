@@ -317,6 +317,7 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "r1serve"
     max_model_len: int
+    engine: str | None = None  # the backend serving it (transformers, llamacpp…)
 
 
 class ModelList(BaseModel):

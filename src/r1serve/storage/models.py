@@ -192,6 +192,19 @@ class Conversation(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ReplyDefaults(Base):
+    """A user's own reply settings, used by their conversations where those set none."""
+
+    __tablename__ = "reply_defaults"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Keys as in the conversation API's settings.
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Message(Base):
     """One node of a conversation's tree; edits and regenerations add siblings."""
 

@@ -86,6 +86,7 @@ def _card(request: Request, service: CompletionService) -> ModelCard:
         id=service.engine.model_name,
         created=request.app.state.started,
         max_model_len=service.engine.context_length,
+        engine=service.engine.kind,
     )
 
 

@@ -49,12 +49,16 @@ export class ApiError extends Error {
   }
 }
 
-/** Ids of the models the server serves, in its order. */
+/** The models the server serves, in its order: { id, engine, contextLength }. */
 export async function listModels({ signal } = {}) {
   const response = await fetch("/v1/models", { signal, headers: { Accept: "application/json" } });
   if (!response.ok) throw await errorFromResponse(response);
   const body = await response.json();
-  return (body.data || []).map((model) => String(model.id));
+  return (body.data || []).map((model) => ({
+    id: String(model.id),
+    engine: model.engine ? String(model.engine) : "",
+    contextLength: Number(model.max_model_len) || null,
+  }));
 }
 
 /**

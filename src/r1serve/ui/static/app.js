@@ -1,17 +1,21 @@
 // Entry point: language, the language picker, who is logged in, and the view shown in <main>.
 //
 // Each screen is a view module exporting a factory that returns { element, mount, unmount }.
-// Logged out, only the login view shows; the account menu in the top bar switches the others.
+// Logged out, only the login view shows; the user menu in the top bar (views, change password,
+// theme, language, shortcuts, log out) switches the others.
 
 import { onUnauthorized } from "./api.js";
 import { LANGUAGES, initialLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
 import { currentUser, forgetUser, isAdmin, loadCurrentUser, logOut, onUserChange } from "./session.js";
+import { installMathCopy } from "./math.js";
 import { THEMES, initialTheme, setTheme, theme } from "./theme.js";
 import { createAdminUsersView } from "./views/admin-users.js";
 import { createChatView } from "./views/chat.js";
 import { fill, h } from "./views/dom.js";
 import { createKeysView } from "./views/keys.js";
 import { createLoginView } from "./views/login.js";
+import { openPasswordDialog } from "./views/password-dialog.js";
+import { installShortcuts, openShortcutsDialog } from "./views/shortcuts.js";
 import { createUsageView } from "./views/usage.js";
 
 const VIEWS = {
@@ -43,11 +47,14 @@ export function showView(name) {
   renderNav();
 }
 
-/** The account menu: views, the user's name, Log out (none in local mode). */
+/** The user menu: views, the user's name, Change password and Log out (not in local mode). */
 function renderNav() {
   const nav = document.getElementById("account-nav");
+  const name = document.querySelector(".nav-user");
   const user = currentUser();
   nav.hidden = !user;
+  name.textContent = user ? user.username : "";
+  name.hidden = !user;
   if (!user) {
     nav.replaceChildren();
     return;
@@ -60,16 +67,33 @@ function renderNav() {
         class: item.view === currentName ? "nav-link current" : "nav-link",
         dataset: { view: item.view },
         "aria-current": item.view === currentName ? "page" : null,
-        onclick: () => showView(item.view),
+        onclick: () => {
+          closeMenus();
+          showView(item.view);
+        },
       },
       t(item.label),
     ),
   );
-  const logout =
-    user.method === "session"
-      ? h("button", { type: "button", class: "logout", onclick: () => logOut() }, t("nav.logout"))
-      : null;
-  fill(nav, links, h("span", { class: "nav-user" }, user.username), logout);
+  const session = user.method === "session";
+  const password = session
+    ? h(
+        "button",
+        { type: "button", class: "change-password", onclick: () => (closeMenus(), openPasswordDialog()) },
+        t("account.password"),
+      )
+    : null;
+  const logout = session
+    ? h("button", { type: "button", class: "logout", onclick: () => logOut() }, t("nav.logout"))
+    : null;
+  fill(nav, links, password, logout);
+}
+
+/** Close every open <details> menu, except the one holding keep. */
+export function closeMenus(keep = null) {
+  for (const menu of document.querySelectorAll("details.menu[open]")) {
+    if (!keep || !menu.contains(keep)) menu.removeAttribute("open");
+  }
 }
 
 function setUpLanguagePicker() {
@@ -96,6 +120,13 @@ async function main() {
   setLanguage(initialLanguage(), { remember: false });
   setUpLanguagePicker();
   setUpThemePicker();
+  installMathCopy();
+  document.addEventListener("click", (event) => closeMenus(event.target));
+  document.querySelector(".show-shortcuts").addEventListener("click", () => {
+    closeMenus();
+    openShortcutsDialog();
+  });
+  installShortcuts(() => (currentName === "chat" ? currentView : null));
   onLanguageChange(renderNav);
   onUserChange((user) => showView(user ? "chat" : "login"));
   onUnauthorized(() => forgetUser());

@@ -64,6 +64,24 @@ export function regenerateReply(conversationId, messageId, { signal } = {}) {
   });
 }
 
+/** More of assistant message messageId, which ended at the reply cap (finish_reason "length"). */
+export function continueReply(conversationId, messageId, { signal } = {}) {
+  return apiFetch("POST", `${messagePath(conversationId, messageId)}/continue`, {
+    headers: SSE_HEADERS,
+    signal,
+  });
+}
+
+/** The caller's reply defaults and each setting's value in force, with its source. */
+export function getReplyDefaults() {
+  return apiJson("GET", "/api/me/reply-defaults");
+}
+
+/** Replace the caller's reply defaults. */
+export function putReplyDefaults(settings) {
+  return apiJson("PUT", "/api/me/reply-defaults", settings);
+}
+
 /** A new version of user message messageId, and a reply to it. */
 export function editMessage(conversationId, messageId, content, { signal } = {}) {
   return apiFetch("POST", `${messagePath(conversationId, messageId)}/edit`, {

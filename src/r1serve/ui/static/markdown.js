@@ -1,4 +1,5 @@
-// Markdown to safe DOM: marked parses, highlight.js colours code, DOMPurify sanitizes.
+// Markdown to safe DOM: marked parses, KaTeX renders TeX (math.js), highlight.js colours code,
+// DOMPurify sanitizes.
 //
 // Model output is untrusted. Every render (each animation frame while a reply streams, and the
 // final one) goes through sanitize(), and only its result reaches the page. Raw HTML written by
@@ -10,6 +11,7 @@ import { Marked } from "./vendor/marked/marked.esm.js";
 import DOMPurify from "./vendor/dompurify/purify.es.js";
 import hljs from "./vendor/highlight.js/highlight.min.js";
 import { t } from "./i18n.js";
+import { fillFormulas, mathExtension, takeFormulas } from "./math.js";
 
 const HIGHLIGHT_CACHE_SIZE = 64;
 const highlightCache = new Map();
@@ -26,6 +28,8 @@ const PURIFY_CONFIG = {
   FORBID_ATTR: ["style", "srcset", "poster", "background", "action", "formaction", "ping"],
   RETURN_DOM_FRAGMENT: true,
 };
+// KaTeX's formulas only (math.js): its radicals are SVG, its screen-reader copy is MathML.
+const MATH_PURIFY_CONFIG = { ...PURIFY_CONFIG, USE_PROFILES: { html: true, svg: true, mathMl: true } };
 
 const purifier = DOMPurify(window);
 const blockedImages = new WeakMap();
@@ -71,10 +75,14 @@ const marked = new Marked({
     },
   },
 });
+marked.use(mathExtension);
 
 /** Render markdown text to a sanitized DocumentFragment, ready to insert. */
 export function renderMarkdown(text) {
-  const fragment = sanitize(marked.parse(text));
+  takeFormulas(); // none left over from a parse that threw
+  const html = marked.parse(text);
+  const fragment = sanitize(html);
+  fillFormulas(fragment, takeFormulas(), (markup) => purifier.sanitize(markup, MATH_PURIFY_CONFIG));
   decorateCodeBlocks(fragment);
   return fragment;
 }

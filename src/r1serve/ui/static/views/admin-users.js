@@ -104,7 +104,7 @@ export function createAdminUsersView() {
   function userRow(user) {
     const me = currentUser();
     const self = me && me.id === user.id;
-    const role = h("select", { class: "user-role", disabled: self }, new Option(t("admin.role.user"), "user"), new Option(t("admin.role.admin"), "admin"));
+    const role = h("select", { class: "user-role", disabled: self, "aria-label": t("admin.role") }, new Option(t("admin.role.user"), "user"), new Option(t("admin.role.admin"), "admin"));
     role.value = user.role;
     role.addEventListener("change", () =>
       act(

@@ -41,9 +41,9 @@ export class ChatTools {
     this.drawerToggle.setAttribute("aria-expanded", String(open));
   }
 
-  toggleSettings() {
-    this.panel.hidden = !this.panel.hidden;
-    this.settingsToggle.setAttribute("aria-expanded", String(!this.panel.hidden));
+  toggleSettings(open = this.panel.hidden) {
+    this.panel.hidden = !open;
+    this.settingsToggle.setAttribute("aria-expanded", String(open));
   }
 
   async export(button) {
@@ -83,10 +83,23 @@ export class ChatTools {
   async copyText(text, button, labelKey) {
     try {
       await writeClipboard(text);
-      button.textContent = t("chat.copied");
-      window.setTimeout(() => {
-        button.textContent = t(labelKey);
-      }, COPIED_MS);
+      // An icon button says so in its label and with a tick; a text button in its text.
+      const icon = button.classList.contains("icon-button");
+      const say = (key) => {
+        if (icon) {
+          button.setAttribute("aria-label", t(key));
+          button.title = t(key);
+          button.classList.toggle("copied", key === "chat.copied");
+        } else {
+          button.textContent = t(key);
+        }
+      };
+      if (!button) {
+        this.host.setStatus(t("chat.copied")); // a keyboard shortcut: no button to change
+        return;
+      }
+      say("chat.copied");
+      window.setTimeout(() => say(labelKey), COPIED_MS);
     } catch (error) {
       this.host.setStatus(t("status.error", { message: error.message }), true);
     }

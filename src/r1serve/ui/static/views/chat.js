@@ -8,10 +8,13 @@
 import { conversationInAddress, setConversationInAddress } from "../address.js";
 import { listModels } from "../api.js";
 import {
+  continueReply,
   createConversation,
   editMessage,
   getConversation,
+  getReplyDefaults,
   postMessage,
+  putReplyDefaults,
   regenerateReply,
   stopReply,
   updateConversation,
@@ -24,6 +27,18 @@ import { ConversationList } from "./sidebar.js";
 import { Thread } from "./thread.js";
 
 const MAX_INPUT_HEIGHT_PX = 240;
+
+/** "name · engine · 32k context" for the model picker. */
+function modelLabel({ id, engine, contextLength }) {
+  const parts = [id];
+  if (engine) parts.push(engine);
+  if (contextLength) parts.push(t("chat.context", { tokens: formatTokens(contextLength) }));
+  return parts.join(" · ");
+}
+
+function formatTokens(count) {
+  return count >= 1024 && count % 1024 === 0 ? `${count / 1024}k` : String(count);
+}
 const STICK_TO_BOTTOM_PX = 48;
 
 /** Build the chat view from its <template>; returns { element, mount, unmount }. */
@@ -32,15 +47,20 @@ export function createChatView() {
   const element = template.content.firstElementChild.cloneNode(true);
   const chat = new ChatController(element);
   let unsubscribe = () => {};
+  const toolbar = element.querySelector(".chat-toolbar");
   return {
     element,
+    shortcuts: chat.shortcuts(),
     mount() {
       applyTranslations(element);
+      // The toolbar lives in the page header: one row for the whole top of the page.
+      document.getElementById("toolbar-slot").replaceChildren(toolbar);
       unsubscribe = onLanguageChange(() => chat.relabel());
       chat.start();
     },
     unmount() {
       unsubscribe();
+      toolbar.remove();
       chat.destroy();
     },
   };
@@ -82,6 +102,7 @@ class ChatController {
       copy: (text, button, labelKey) => this.tools.copyText(text, button, labelKey),
       edit: (entry, content) => this.edit(entry, content),
       regenerate: (entry) => this.regenerate(entry),
+      continueReply: (entry) => this.continueReply(entry),
       switchBranch: (entry, siblingId) => this.switchBranch(siblingId),
     });
     this.sidebar = new ConversationList(find(".sidebar"), {
@@ -89,7 +110,11 @@ class ChatController {
       onDeleted: (id) => this.conversation?.id === id && this.newChat(),
       onError: (message) => this.setStatus(t("status.error", { message }), true),
     });
-    this.panel = new SettingsPanel(this.ui.panel, (values) => this.saveSettings(values));
+    this.panel = new SettingsPanel(this.ui.panel, {
+      save: (values) => this.saveSettings(values),
+      saveDefaults: (settings) => this.saveDefaults(settings),
+      close: () => this.tools.toggleSettings(false),
+    });
     this.onHashChange = () => {
       const id = conversationInAddress();
       if (id !== (this.conversation?.id ?? null)) (id ? this.open(id) : this.newChat());
@@ -130,8 +155,10 @@ class ChatController {
     window.addEventListener("hashchange", this.onHashChange);
     const id = conversationInAddress();
     const models = this.loadModels();
+    const defaults = this.loadDefaults();
     this.sidebar.reload();
     await models;
+    await defaults;
     if (id) await this.open(id);
     else this.newChat();
   }
@@ -140,13 +167,44 @@ class ChatController {
     this.setStatus(t("status.loadingModels"));
     try {
       const models = await listModels();
-      this.ui.modelSelect.replaceChildren(...models.map((id) => new Option(id, id)));
+      this.ui.modelSelect.replaceChildren(...models.map((model) => new Option(modelLabel(model), model.id)));
       this.setStatus(models.length ? "" : t("status.noModels"));
     } catch (error) {
       this.setStatus(t("status.modelsFailed", { message: error.message }), true);
     }
     this.element.dataset.models = "loaded";
     this.updateSendButton();
+  }
+
+  async loadDefaults() {
+    try {
+      this.panel.setDefaults(await getReplyDefaults());
+    } catch (error) {
+      this.setStatus(t("status.error", { message: error.message }), true);
+    }
+  }
+
+  async saveDefaults(settings) {
+    this.panel.setDefaults(await putReplyDefaults(settings));
+    return t("settings.savedDefaults");
+  }
+
+  /** What the keyboard shortcuts do on this screen (views/shortcuts.js). */
+  shortcuts() {
+    return {
+      newChat: () => this.newChat(),
+      stop: () => this.stop(),
+      isStreaming: () => this.live !== null,
+      focusInput: () => this.ui.input.focus(),
+      copyLastAnswer: () => {
+        const last = [...this.thread.entries].reverse().find((entry) => entry.reply);
+        if (last) this.tools.copyText(last.reply.answer, null, "chat.copyMessage");
+      },
+      search: () => {
+        this.tools.setDrawer(true);
+        this.layout.querySelector(".conversation-search").focus();
+      },
+    };
   }
 
   destroy() {
@@ -301,6 +359,16 @@ class ChatController {
       open: (signal) => regenerateReply(id, entry.message.id, { signal }),
       keep: this.thread.entries.indexOf(entry),
     });
+  }
+
+  /** Go on with a reply cut at the reply cap; what the server then holds is shown. */
+  async continueReply(entry) {
+    const { id } = this.conversation;
+    await this.startReply({
+      open: (signal) => continueReply(id, entry.message.id, { signal }),
+      keep: this.thread.entries.indexOf(entry),
+    });
+    await this.reloadShown();
   }
 
   /** Show a new reply (under a new user message when userText is given) as it streams. */

@@ -2,7 +2,6 @@
 
 import { apiJson } from "../api.js";
 import { language, onLanguageChange, t } from "../i18n.js";
-import { changePassword, currentUser } from "../session.js";
 import { confirmButton, fill, formatTime, h, keptForm } from "./dom.js";
 
 export function createKeysView() {
@@ -110,35 +109,7 @@ export function createKeysView() {
     return form;
   }
 
-  function passwordForm() {
-    const user = currentUser();
-    if (!user || user.method !== "session") return null; // local mode and keys have no password here
-    const current = h("input", { type: "password", class: "current-password", autocomplete: "current-password", required: true });
-    const next = h("input", { type: "password", class: "new-password", autocomplete: "new-password", required: true, minlength: 8 });
-    const form = h(
-      "form",
-      { class: "account-card password-form" },
-      h("h2", {}, t("account.password")),
-      h("label", {}, h("span", {}, t("account.current")), current),
-      h("label", {}, h("span", {}, t("account.new")), next),
-      h("button", { type: "submit" }, t("account.change")),
-    );
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      try {
-        await changePassword(current.value, next.value);
-        form.reset();
-        setMessage(t("account.changed"));
-      } catch (error) {
-        setMessage(error.message, true);
-      }
-      render();
-    });
-    return form;
-  }
-
   const keyForm = keptForm(createForm, language);
-  const accountForm = keptForm(passwordForm, language);
 
   function keyRow(key) {
     const revokeButton =
@@ -186,7 +157,6 @@ export function createKeysView() {
       h("p", { class: state.isError ? "status error" : "status", role: "status" }, state.message),
       keyForm(),
       table,
-      accountForm(),
     );
   }
 

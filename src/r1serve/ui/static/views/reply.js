@@ -160,6 +160,7 @@ export class AssistantReply {
     if (outcome === "incomplete") parts.push(t("chat.incomplete"));
     if (usage && outcome === "done") parts.push(this.usageText(usage));
     if (finishReason === "length") parts.push(t("chat.finishLength"));
+    if (finishReason === "repetition") parts.push(t("chat.finishRepetition"));
     if (droppedTurns > 0) parts.push(t("chat.droppedTurns", { count: droppedTurns }));
     return parts.join(" · ");
   }

@@ -195,7 +195,17 @@ export class ConversationList {
       () => this.delete(conversation),
       { class: "delete-conversation" },
     );
-    item.append(h("span", { class: "conversation-actions" }, rename, remove));
+    const menu = h(
+      "details",
+      { class: "menu item-menu conversation-actions" },
+      h("summary", {
+        class: "icon-button icon-more",
+        "aria-label": t("history.itemActions"),
+        title: t("history.itemActions"),
+      }),
+      h("div", { class: "menu-items" }, rename, remove),
+    );
+    item.append(menu);
     return item;
   }
 

@@ -8,7 +8,23 @@ import { t } from "../i18n.js";
 import { h } from "./dom.js";
 import { AssistantReply } from "./reply.js";
 
-/** Renders entries into container; actions: copy, edit, regenerate, switchBranch, canChange. */
+/** A button showing only an icon; its label is for screen readers and the tooltip. */
+export function iconButton(classes, labelKey, onclick) {
+  const label = t(labelKey);
+  return h("button", {
+    type: "button",
+    class: `icon-button ${classes}`,
+    "aria-label": label,
+    title: label,
+    dataset: { label: labelKey },
+    onclick,
+  });
+}
+
+/**
+ * Renders entries into container; actions: copy, edit, regenerate, continueReply,
+ * switchBranch, canChange.
+ */
 export class Thread {
   constructor(container, emptyHint, actions) {
     this.container = container;
@@ -60,32 +76,32 @@ export class Thread {
     const siblings = message.siblings;
     if (siblings && siblings.count > 1 && Array.isArray(siblings.ids)) bar.append(this.branchNav(entry));
     bar.append(
-      h(
-        "button",
-        { type: "button", class: "copy-message", onclick: (event) => this.copy(entry, event) },
-        t("chat.copyMessage"),
-      ),
+      iconButton("copy-message icon-copy", "chat.copyMessage", (event) => this.copy(entry, event)),
     );
     if (isUser) {
-      bar.append(
-        h(
-          "button",
-          { type: "button", class: "edit-message needs-idle", onclick: () => this.startEdit(entry) },
-          t("chat.edit"),
-        ),
-      );
+      bar.append(iconButton("edit-message icon-edit needs-idle", "chat.edit", () => this.startEdit(entry)));
     } else {
       bar.append(
-        h(
-          "button",
-          {
-            type: "button",
-            class: "regenerate needs-idle",
-            onclick: () => this.actions.canChange() && this.actions.regenerate(entry),
-          },
-          t("chat.regenerate"),
+        iconButton(
+          "regenerate icon-regenerate needs-idle",
+          "chat.regenerate",
+          () => this.actions.canChange() && this.actions.regenerate(entry),
         ),
       );
+      if (message.finish_reason === "length" && message.status === "complete") {
+        // Cut at the reply cap: the model may go on from where it stopped.
+        bar.append(
+          h(
+            "button",
+            {
+              type: "button",
+              class: "continue-reply needs-idle",
+              onclick: () => this.actions.canChange() && this.actions.continueReply(entry),
+            },
+            t("chat.continue"),
+          ),
+        );
+      }
     }
     entry.element.append(bar);
   }

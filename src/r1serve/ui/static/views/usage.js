@@ -51,7 +51,7 @@ export function createUsageView() {
   function table(headers, rows) {
     return h(
       "table",
-      { class: "account-table" },
+      { class: "account-table", tabindex: "0" }, // it scrolls sideways on a phone: reachable by keyboard
       h("thead", {}, h("tr", {}, ...headers.map((key) => h("th", {}, t(key))))),
       h("tbody", {}, ...rows.map((cells) => h("tr", {}, ...cells.map((cell) => h("td", {}, cell))))),
     );
