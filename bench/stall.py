@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import socket
 import tempfile
-import multiprocessing
 import time
 from pathlib import Path
 from typing import Any
