@@ -167,13 +167,22 @@ class ChatController {
     this.setStatus(t("status.loadingModels"));
     try {
       const models = await listModels();
-      this.ui.modelSelect.replaceChildren(...models.map((model) => new Option(modelLabel(model), model.id)));
+      this.models = models;
+      this.fillModels();
       this.setStatus(models.length ? "" : t("status.noModels"));
     } catch (error) {
       this.setStatus(t("status.modelsFailed", { message: error.message }), true);
     }
     this.element.dataset.models = "loaded";
     this.updateSendButton();
+  }
+
+  /** The picker: every served model, with its engine and context; the chosen one kept. */
+  fillModels() {
+    const select = this.ui.modelSelect;
+    const chosen = select.value;
+    select.replaceChildren(...(this.models ?? []).map((model) => new Option(modelLabel(model), model.id)));
+    if (chosen) this.selectModel(chosen);
   }
 
   async loadDefaults() {
@@ -569,6 +578,7 @@ class ChatController {
   }
 
   relabel() {
+    this.fillModels();
     this.thread.relabel();
     this.sidebar.relabel();
     this.panel.relabel();
