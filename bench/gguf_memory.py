@@ -62,7 +62,12 @@ def measure(path: Path, context: int, threads: int = 2) -> dict[str, Any]:
     measured = json.loads(done.stdout.strip().splitlines()[-1])
     source = estimate_gguf(path, context)
     assert source.stored_bytes is not None
-    memory = llamacpp_memory(source.architecture, source.stored_bytes, context)
+    memory = llamacpp_memory(
+        source.architecture,
+        source.stored_bytes,
+        context,
+        repacked_bytes=source.stored_repacked_bytes,
+    )
     error = memory.total_bytes / measured["rss_bytes"] - 1
     return {
         "model": path.name,

@@ -48,6 +48,11 @@ def test_estimate_is_within_15_percent_of_resident_memory(model: str, context: i
     path = TINY_R1_GGUF if model == "tiny-r1" else _embedded_default().file
     source = estimate_gguf(path, context)
     assert source.stored_bytes is not None
-    estimate = llamacpp_memory(source.architecture, source.stored_bytes, context).total_bytes
+    estimate = llamacpp_memory(
+        source.architecture,
+        source.stored_bytes,
+        context,
+        repacked_bytes=source.stored_repacked_bytes,
+    ).total_bytes
     rss = _measured_rss(path, context)
     assert abs(estimate / rss - 1) <= 0.15, f"estimate {estimate:,} B, resident {rss:,} B"

@@ -9,6 +9,7 @@ from r1serve.catalog.estimate import Architecture, architecture_from_hf_config
 from r1serve.catalog.quants import (
     GGUF_QUANTS,
     Matrix,
+    gguf_repacked_bytes,
     gguf_weight_bytes,
     llamacpp_context,
     quant_memory,
@@ -72,9 +73,12 @@ def test_llamacpp_memory_adds_f16_kv_for_the_padded_context_and_runtime() -> Non
     assert llamacpp_context(4000) == 4096
     assert memory.kv_bytes == 28 * 2 * 4 * 128 * 2 * 4096
     assert memory.weight_bytes == gguf_weight_bytes(arch, "Q4_K_M")
-    assert 100 << 20 < memory.runtime_bytes < 400 << 20
+    repacked = gguf_repacked_bytes(arch, "Q4_K_M")  # the Q4_K matrices, not the embedding
+    assert 0.5 * memory.weight_bytes < repacked < 0.8 * memory.weight_bytes
+    assert 100 << 20 < memory.runtime_bytes - repacked < 400 << 20
     gpu = quant_memory(arch, "Q4_K_M", 4000, gpu=True)
-    assert gpu.runtime_bytes > memory.runtime_bytes  # the CUDA context
+    assert gpu.runtime_bytes - (memory.runtime_bytes - repacked) == 512 << 20  # CUDA, no repack
+    assert gguf_repacked_bytes(arch, "Q8_0") == 0
 
 
 def test_recommends_largest_model_at_the_best_quant_that_fits() -> None:

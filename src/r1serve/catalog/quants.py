@@ -8,7 +8,8 @@ first and last eighth, and every third layer between). A matrix whose rows are n
 of the type's block (256 values for K-quants) falls back to a 32-value type, as llama.cpp does;
 norms and biases stay float32. Bits per weight are those of the ggml block formats.
 
-Memory is those weights, the KV cache in f16 for the context, and llama.cpp's runtime: its
+Memory is those weights, the KV cache in f16 for the context, and llama.cpp's runtime: on a
+CPU a second copy of the tensors it repacks for its AVX2 kernels (Q4_0, Q4_K), its
 compute buffer (measured: about ``3 x ffn + 5 x hidden`` floats per token of the 512-token
 micro-batch, plus an f16 attention mask of micro-batch x context), the logits buffer, the
 vocabulary tables, and the Python process with the binding loaded. See docs/models.md for the
@@ -68,6 +69,10 @@ DEFAULT_QUANT = "Q4_K_M"  # the usual pick of GGUF publishers: near-Q8 quality a
 UBATCH_TOKENS = 512  # llama.cpp's default micro-batch; the compute buffer scales with it
 BINDING_BYTES = 24 << 20  # Python with xllamacpp imported, before any model
 VOCAB_BYTES_PER_TOKEN = 480  # token and merge tables, built by the loader and its fit probe
+# On x86 CPUs llama.cpp repacks these types into interleaved rows (CPU_REPACK buffers) for its
+# fast kernels; the mapped file pages it read them from stay resident as well, so they count
+# twice (measured: the 1.5B Q4_K_M, docs/models.md). The token embedding is never repacked.
+REPACKED_TYPES = frozenset({"Q4_0", "Q4_K", "IQ4_NL"})
 # On a GPU the CUDA context and cuBLAS workspaces come on top (not measured here).
 CUDA_CONTEXT_BYTES = 512 << 20
 
@@ -166,6 +171,17 @@ def gguf_weight_bytes(arch: Architecture, quant_name: str) -> int:
     return int(bits / 8)
 
 
+def gguf_repacked_bytes(arch: Architecture, quant_name: str) -> int:
+    """Bytes of the tensors llama.cpp repacks on a CPU, for ``arch`` as ``quant_name``."""
+    quant = GGUF_QUANTS[quant_name]
+    bits = 0.0
+    for m in gguf_matrices(arch):
+        kind = tensor_type(quant, m, arch.num_layers)
+        if kind in REPACKED_TYPES and m.kind != "embed":
+            bits += m.elements * GGML_BITS[kind]
+    return int(bits / 8)
+
+
 @dataclass(frozen=True, slots=True)
 class LlamaCppMemory:
     """What the llama.cpp engine holds for one model at one context."""
@@ -199,13 +215,21 @@ def llamacpp_runtime_bytes(arch: Architecture, context: int, *, gpu: bool = Fals
 
 
 def llamacpp_memory(
-    arch: Architecture, weight_bytes: int, context: int, *, gpu: bool = False
+    arch: Architecture,
+    weight_bytes: int,
+    context: int,
+    *,
+    gpu: bool = False,
+    repacked_bytes: int = 0,
 ) -> LlamaCppMemory:
-    """Memory the llama.cpp engine needs for ``weight_bytes`` of ``arch`` at ``context``."""
+    """Memory the llama.cpp engine needs for ``weight_bytes`` of ``arch`` at ``context``.
+
+    ``repacked_bytes``: weights the CPU backend copies into repacked buffers (none on a GPU).
+    """
     if context <= 0:
         raise ValueError("context must be a positive number of tokens")
     kv = kv_cache_bytes_per_token(arch) * llamacpp_context(context)
-    runtime = llamacpp_runtime_bytes(arch, context, gpu=gpu)
+    runtime = llamacpp_runtime_bytes(arch, context, gpu=gpu) + (0 if gpu else repacked_bytes)
     return LlamaCppMemory(weight_bytes, kv, runtime, context)
 
 
@@ -213,4 +237,6 @@ def quant_memory(
     arch: Architecture, quant_name: str, context: int, *, gpu: bool = False
 ) -> LlamaCppMemory:
     """Memory of ``arch`` quantized as ``quant_name`` on the llama.cpp engine."""
-    return llamacpp_memory(arch, gguf_weight_bytes(arch, quant_name), context, gpu=gpu)
+    weights = gguf_weight_bytes(arch, quant_name)
+    repacked = gguf_repacked_bytes(arch, quant_name)
+    return llamacpp_memory(arch, weights, context, gpu=gpu, repacked_bytes=repacked)

@@ -20,6 +20,7 @@ from r1serve.catalog.estimate import (
 )
 from r1serve.catalog.gguf_header import GgufHeader, read_gguf_header
 from r1serve.catalog.hub import fetch_small_file
+from r1serve.catalog.quants import REPACKED_TYPES
 from r1serve.errors import ModelNotFoundError, UnsupportedModelError
 
 StoreLookup = Callable[[str], Path | None]
@@ -35,6 +36,7 @@ class SourceEstimate:
     memory: MemoryEstimate
     stored_format: str | None = None  # GGUF weight type, e.g. "Q4_K_M"
     stored_bytes: int | None = None  # weights as the GGUF stores them
+    stored_repacked_bytes: int = 0  # of which llama.cpp's CPU backend repacks (a second copy)
 
 
 def _gguf_int(header: GgufHeader, key: str, default: int | None = None) -> int:
@@ -108,6 +110,11 @@ def estimate_gguf(path: Path, context: int, source: str | None = None) -> Source
         memory=memory_estimate(_gguf_parameters(header), kv_per_token, context),
         stored_format=header.file_type_label,
         stored_bytes=sum(t.n_bytes for t in header.tensors),
+        stored_repacked_bytes=sum(
+            t.n_bytes
+            for t in header.tensors
+            if t.quant_type.name in REPACKED_TYPES and t.name != "token_embd.weight"
+        ),
     )
 
 

@@ -265,7 +265,9 @@ def _estimate_rows(result: SourceEstimate, machine: Machine) -> list[tuple[str, 
     arch, context, gpu = result.architecture, result.memory.context, machine.llamacpp_gpu
     rows = []
     if result.stored_bytes is not None:
-        stored = llamacpp_memory(arch, result.stored_bytes, context, gpu=gpu)
+        stored = llamacpp_memory(
+            arch, result.stored_bytes, context, gpu=gpu, repacked_bytes=result.stored_repacked_bytes
+        )
         label = f"as stored ({result.stored_format}), llama.cpp"
         rows.append((label, stored.weight_bytes, stored.kv_bytes, stored.total_bytes))
     for quant in SHOWN_QUANTS:
@@ -294,7 +296,9 @@ def show_estimate(result: SourceEstimate, machine: Machine, as_json: bool) -> No
     budget = machine.llamacpp.free_bytes
     stored = None
     if result.stored_bytes is not None:
-        stored = llamacpp_memory(arch, result.stored_bytes, context, gpu=gpu)
+        stored = llamacpp_memory(
+            arch, result.stored_bytes, context, gpu=gpu, repacked_bytes=result.stored_repacked_bytes
+        )
     if as_json:
         document = {"source": result.source, "kind": result.kind, "context": context}
         document |= _estimate_json(estimate, machine.transformers.free_bytes)
