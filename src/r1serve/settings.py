@@ -121,8 +121,9 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = Field(
         10,
         gt=0,
-        description="Failed logins for one user name within login_window_s before logins for it "
-        "get 429.",
+        description="Failed logins for one user name from one client address within "
+        "login_window_s before that address's logins for the name get 429 (so a stranger "
+        "elsewhere cannot lock the account out).",
     )
     login_max_failures_per_ip: int = Field(
         30,
@@ -149,6 +150,11 @@ class Settings(BaseSettings):
         gt=0,
         description="How often a running stream re-checks its caller's key or session; a revoked "
         "key, ended session or disabled user stops the stream within about this many seconds.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="A token that reads /metrics as 'Authorization: Bearer <token>' (for a "
+        "Prometheus scrape job); without it /metrics needs an admin's key or login.",
     )
     usage_flush_interval_s: float = Field(
         0.5,

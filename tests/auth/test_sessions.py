@@ -106,16 +106,26 @@ def test_twenty_failed_logins_get_429_with_retry_after(auth: AuthService) -> Non
     throttled = errors[-1]
     assert isinstance(throttled, RateLimitError) and throttled.retry_after > 0
     assert throttled.status_code == 429 and "too many failed logins" in throttled.message
-    # Even the right password waits now, from anywhere.
+    # Even the right password waits now, from that address.
     with pytest.raises(RateLimitError):
-        auth.sessions.login("admin", ADMIN_PASSWORD, "10.9.9.9")
+        auth.sessions.login("admin", ADMIN_PASSWORD, "10.0.0.2")
+
+
+def test_a_stranger_cannot_lock_the_admin_out_from_elsewhere(auth: AuthService) -> None:
+    for _ in range(20):
+        _failure(lambda: auth.sessions.login("admin", "wrong-password", "203.0.113.9"))
+    assert isinstance(
+        _failure(lambda: auth.sessions.login("admin", ADMIN_PASSWORD, "203.0.113.9")),
+        RateLimitError,
+    )
+    auth.sessions.login("admin", ADMIN_PASSWORD, "10.0.0.1")  # the admin, from their desk
 
 
 def test_throttling_is_the_same_for_unknown_names(auth: AuthService) -> None:
     for _ in range(10):
         _failure(lambda: auth.sessions.login("nobody", "wrong-password", "10.0.0.3"))
     assert isinstance(
-        _failure(lambda: auth.sessions.login("nobody", "wrong-password", "10.0.0.4")),
+        _failure(lambda: auth.sessions.login("nobody", "wrong-password", "10.0.0.3")),
         RateLimitError,
     )
 

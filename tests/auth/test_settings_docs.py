@@ -19,6 +19,7 @@ ACCOUNT_SETTINGS = [
     "default_requests_per_minute",
     "default_tokens_per_day",
     "auth_recheck_s",
+    "metrics_token",
     "usage_flush_interval_s",
     "allowed_hosts",
     "cors_origins",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -37,6 +38,7 @@ from r1serve.api.routes import (
     usage,
     users,
 )
+from r1serve.api.schemas import ERROR_RESPONSES
 from r1serve.api.security import (
     AuthMiddleware,
     HostAllowListMiddleware,
@@ -46,6 +48,23 @@ from r1serve.api.security import (
 from r1serve.auth import AuthService, close_accounts, open_accounts
 from r1serve.engine.protocol import Engine
 from r1serve.settings import Settings
+
+
+def _without_422(app: FastAPI) -> None:
+    """Validation errors are 400 here (errors.py), so the document must not promise 422."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            for item in document.get("paths", {}).values():
+                for operation in item.values():
+                    if isinstance(operation, dict):
+                        operation.get("responses", {}).pop("422", None)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings, engine: Engine, accounts: AuthService | None = None) -> FastAPI:
@@ -110,7 +129,8 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
     app.state.metrics = ServerMetrics(engine)
     routers = (openai, ollama, simple, health, metrics, ui, auth, keys, users, usage, conversations)
     for module in (*routers, reply_defaults):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=ERROR_RESPONSES)
+    _without_422(app)
     app.mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static")
 
     # Added last = outermost. Inside out: auth (default deny), headers, request id, the body

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -30,6 +31,21 @@ def error_response(exc: R1ServeError, headers: Mapping[str, str] | None = None) 
     if isinstance(exc, RetryableError):
         extra["Retry-After"] = str(exc.retry_after)
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=extra or None)
+
+
+@contextlib.contextmanager
+def route_params(**names: str) -> Iterator[None]:
+    """Errors raised inside name this route's parameters, e.g. ``prompt`` for ``messages``.
+
+    The engine and the chat template name the chat API's parameters; other routes call them
+    differently.
+    """
+    try:
+        yield
+    except R1ServeError as exc:
+        if exc.param in names:
+            exc.param = names[exc.param]
+        raise
 
 
 def internal_error_response() -> JSONResponse:

@@ -336,6 +336,25 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": description}
+    for code, description in (
+        (400, "Bad input: wrong types, out of range, unsupported fields."),
+        (401, "No valid key or login."),
+        (403, "Not allowed: not an admin, a foreign Host, a cross-site request."),
+        (404, "No such route, model or object (or not yours)."),
+        (413, "The request body is over R1SERVE_MAX_BODY_BYTES."),
+        (429, "A quota or the login throttle; see Retry-After."),
+    )
+}
+"""The error answers every route may give, for the OpenAPI document."""
+
+SSE_CONTENT: dict[str, Any] = {
+    "text/event-stream": {"schema": {"type": "string", "description": "Server-sent events."}}
+}
+"""The stream a ``stream: true`` request gets instead of the JSON body."""
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     model: str

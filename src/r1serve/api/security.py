@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from r1serve.api.errors import error_response
 from r1serve.auth import AuthService, Principal
+from r1serve.auth.tokens import same_secret
 from r1serve.errors import AuthenticationError, ConfigError, PermissionDeniedError, R1ServeError
 from r1serve.settings import Settings
 
@@ -31,6 +32,7 @@ SESSION_COOKIE = "r1s_session"
 CSRF_HEADER = "x-csrf-token"
 PUBLIC_PATHS = frozenset({"/", "/health", "/api/auth/login"})
 PUBLIC_PREFIXES = ("/static/",)
+METRICS_PATH = "/metrics"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _KEY_QUERY_NAMES = frozenset({"api_key", "api-key", "apikey", "key", "access_token", "token"})
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
@@ -128,6 +130,18 @@ def _presented_key(headers: Headers) -> str | None:
     return from_bearer if from_bearer is not None else from_header
 
 
+def _is_metrics_token(scope: Scope, settings: Settings) -> bool:
+    """Whether a /metrics request carries the configured scrape token as its bearer token."""
+    if scope["path"] != METRICS_PATH or settings.metrics_token is None:
+        return False
+    authorizations = Headers(scope=scope).getlist("authorization")
+    if len(authorizations) != 1:
+        return False
+    scheme, _, value = authorizations[0].strip().partition(" ")
+    expected = settings.metrics_token.get_secret_value()
+    return scheme.lower() == "bearer" and bool(expected) and same_secret(value.strip(), expected)
+
+
 def resolve_caller(accounts: AuthService, scope: Scope) -> Principal:
     """The caller of a request, from its key or its session cookie (blocking: database)."""
     if not accounts.settings.auth:
@@ -184,6 +198,10 @@ class AuthMiddleware:
             if method in UNSAFE_METHODS:
                 check_origin(scope, accounts.settings)
             if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+                await self.app(scope, receive, send)
+                return
+            if _is_metrics_token(scope, accounts.settings):
+                scope.setdefault("state", {})["metrics_token"] = True
                 await self.app(scope, receive, send)
                 return
             caller = await anyio.to_thread.run_sync(resolve_caller, accounts, scope)

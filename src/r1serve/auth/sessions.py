@@ -75,7 +75,7 @@ class SessionService:
         if user.disabled:
             # Only someone who knows the password learns this.
             raise PermissionDeniedError("this account is disabled; ask an admin")
-        self.throttle.clear_account(name)
+        self.throttle.clear_account(name, client_ip)
         if self.passwords.needs_rehash(stored_hash):
             stored_hash = self._rehash(user.id, stored_hash, password)
         return self._open(user.id, expected_hash=stored_hash)

@@ -17,11 +17,18 @@ def _subject(kind: str, value: str) -> str:
     return f"login-{kind}:{value}"[:_MAX_SUBJECT_CHARS]
 
 
+def _account(username: str, client_ip: str) -> str:
+    # The address first: the name is what gets cut off at the length limit.
+    return _subject("user", f"{client_ip}/{username}")
+
+
 class LoginThrottle:
     """Counts failed logins; refuses attempts with 429 once a name or address has too many.
 
-    The account counter is keyed by the submitted name whether or not such a user exists, so
-    throttling reveals nothing about which names are taken.
+    The account counter is keyed by the submitted name (whether or not such a user exists, so
+    throttling reveals nothing about which names are taken) and the client address: guessing
+    from one address throttles that address, never the account's owner logging in elsewhere.
+    The per-address counter, over all names, still bounds one address's guesses.
     """
 
     def __init__(
@@ -42,7 +49,7 @@ class LoginThrottle:
         """Raise ``RateLimitError`` if this name or this address must wait."""
         now = self.clock().timestamp()
         checks = (
-            (_subject("user", username), self.account_window, "for this account"),
+            (_account(username, client_ip), self.account_window, "for this account"),
             (_subject("ip", client_ip), self.address_window, "from this address"),
         )
         with self.database.read() as session:
@@ -62,10 +69,10 @@ class LoginThrottle:
         now = self.clock().timestamp()
         with self.database.write() as session:
             counters = RateCounterRepository(session)
-            counters.add(_subject("user", username), self.account_window.starts(now)[1])
+            counters.add(_account(username, client_ip), self.account_window.starts(now)[1])
             counters.add(_subject("ip", client_ip), self.address_window.starts(now)[1])
 
-    def clear_account(self, username: str) -> None:
-        """Forget the name's failures after a successful login."""
+    def clear_account(self, username: str, client_ip: str) -> None:
+        """Forget the name's failures from this address after a successful login."""
         with self.database.write() as session:
-            RateCounterRepository(session).delete_subject(_subject("user", username))
+            RateCounterRepository(session).delete_subject(_account(username, client_ip))

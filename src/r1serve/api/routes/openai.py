@@ -9,8 +9,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from r1serve.api.deps import get_service, get_settings, request_id, unless_disconnected
+from r1serve.api.errors import route_params
 from r1serve.api.metering import Admitted
 from r1serve.api.schemas import (
+    SSE_CONTENT,
     ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionRequest,
@@ -32,7 +34,12 @@ Service = Annotated[CompletionService, Depends(get_service)]
 Config = Annotated[Settings, Depends(get_settings)]
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletionResponse, dependencies=[Admitted])
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletionResponse,
+    dependencies=[Admitted],
+    responses={200: {"content": SSE_CONTENT}},
+)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, service: Service, settings: Config
 ) -> Response:
@@ -54,21 +61,28 @@ async def chat_completions(
     return event_stream(events, send_timeout_s=settings.send_timeout_s)
 
 
-@router.post("/v1/completions", response_model=CompletionResponse, dependencies=[Admitted])
+@router.post(
+    "/v1/completions",
+    response_model=CompletionResponse,
+    dependencies=[Admitted],
+    responses={200: {"content": SSE_CONTENT}},
+)
 async def completions(
     body: CompletionRequest, request: Request, service: Service, settings: Config
 ) -> Response:
     """Raw text completion (no chat template); control tokens in the prompt are parsed."""
     rid = request_id(request, "cmpl")
-    if not body.stream:
-        result = await unless_disconnected(request, service.completion(body, rid))
-        return JSONResponse(result.model_dump())
-    model = service.check_model(body.model)
-    texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    prompts = await service.prepare_texts(texts)
-    outputs = await service.start(
-        rid, prompts, service.sampling(body), n=body.n, timeout=body.timeout, split_reasoning=False
-    )
+    with route_params(messages="prompt"):
+        if not body.stream:
+            result = await unless_disconnected(request, service.completion(body, rid))
+            return JSONResponse(result.model_dump())
+        model = service.check_model(body.model)
+        texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        prompts = await service.prepare_texts(texts)
+        outputs = await service.start(
+            rid, prompts, service.sampling(body), n=body.n, timeout=body.timeout,
+            split_reasoning=False,
+        )  # fmt: skip
     events = completion_events(
         outputs,
         request_id=rid,

@@ -7,8 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from r1serve.api.deps import get_service, get_settings, request_id, unless_disconnected
+from r1serve.api.errors import route_params
 from r1serve.api.metering import Admitted
-from r1serve.api.schemas import MAX_TOKENS_CAP, ErrorResponse, GenerateRequest, GenerateResponse
+from r1serve.api.schemas import (
+    MAX_TOKENS_CAP,
+    SSE_CONTENT,
+    ErrorResponse,
+    GenerateRequest,
+    GenerateResponse,
+)
 from r1serve.api.service import CompletionService
 from r1serve.api.sse import event_stream, simple_events
 from r1serve.engine.protocol import SamplingParams
@@ -33,7 +40,12 @@ def _params(
     )
 
 
-@router.get("/stream-generate", dependencies=[Admitted])
+@router.get(
+    "/stream-generate",
+    dependencies=[Admitted],
+    response_class=Response,
+    responses={200: {"content": SSE_CONTENT, "description": "The answer as server-sent events."}},
+)
 async def stream_generate(
     request: Request,
     service: Service,
@@ -46,20 +58,22 @@ async def stream_generate(
 
     ``max_length`` is the most new tokens (the prompt is not counted).
     """
-    prompt_tokens = await service.prompts.prepare(
-        len(prompt),
-        lambda: service.engine.render_chat([{"role": "user", "content": prompt}]),
-        param="prompt",
-    )
-    outputs = await service.start(
-        request_id(request, "gen"), [prompt_tokens], _params(service, max_length, temperature)
-    )
+    with route_params(messages="prompt", max_tokens="max_length"):
+        prompt_tokens = await service.prompts.prepare(
+            len(prompt),
+            lambda: service.engine.render_chat([{"role": "user", "content": prompt}]),
+            param="prompt",
+        )
+        outputs = await service.start(
+            request_id(request, "gen"), [prompt_tokens], _params(service, max_length, temperature)
+        )
     return event_stream(simple_events(outputs), send_timeout_s=settings.send_timeout_s)
 
 
 @router.post("/generate", response_model=GenerateResponse, dependencies=[Admitted])
 async def generate(body: GenerateRequest, request: Request, service: Service) -> GenerateResponse:
     """The whole reply at once: ``{"response": answer, "reasoning": ...}``."""
-    params = _params(service, body.max_length, body.temperature, body.top_p)
-    work = service.generate(body.prompt, params, request_id(request, "gen"))
-    return await unless_disconnected(request, work)
+    with route_params(messages="prompt", max_tokens="max_length"):
+        params = _params(service, body.max_length, body.temperature, body.top_p)
+        work = service.generate(body.prompt, params, request_id(request, "gen"))
+        return await unless_disconnected(request, work)
