@@ -51,7 +51,7 @@ def chat(
     notes = Console(stderr=True, highlight=False)
     piped = not console.is_terminal
     # Where reasoning goes: dimmed beside the answer in a terminal; piped, to stderr by default.
-    thoughts = notes if piped and not show_reasoning else console
+    thoughts: Console | None = notes if piped and not show_reasoning else console
     if show_reasoning is False:
         thoughts = None
     options: dict[str, Any] = {
