@@ -42,7 +42,8 @@ def test_pull_with_mirror_then_ls_and_rm(fake_hub: FakeHub, data_dir: Path) -> N
     removed = runner.invoke(app, ["rm", TINY], input="y\n")
     assert removed.exit_code == 0, removed.output
     assert not Path(row["path"]).exists()
-    assert "No models" in runner.invoke(app, ["ls"]).stdout
+    after = runner.invoke(app, ["ls"]).stdout
+    assert TINY not in after and "SmolLM2-135M-Instruct" in after  # only the embedded model
 
 
 def test_pull_one_gguf_and_rm_with_yes(fake_hub: FakeHub, data_dir: Path) -> None:
@@ -90,3 +91,10 @@ def test_pull_asks_on_a_terminal_and_can_be_declined(
     assert result.exit_code == 1
     assert "to download into" in result.stderr and "cancelled" in result.stderr
     assert not (data_dir / "models" / "r1serve-test--tiny-r1" / "main" / "config.json").exists()
+
+
+def test_ls_lists_the_embedded_model(data_dir: Path) -> None:
+    listed = runner.invoke(app, ["ls"])
+    assert listed.exit_code == 0, listed.output
+    assert "SmolLM2-135M-Instruct" in listed.stdout and "gguf" in listed.stdout
+    assert json.loads(runner.invoke(app, ["ls", "--json"]).stdout) == []  # the store only
