@@ -258,6 +258,7 @@ class FakeEngine(LocalEngine):
             eos_token_ids=tok.eos_token_ids,
             scheduler_config=scheduler_config,
             default_sampling=default_sampling,
+            kind="fake",
         )
         self.add_finish_listener(self._record)
 
