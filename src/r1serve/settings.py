@@ -58,6 +58,17 @@ class Settings(BaseSettings):
         "model's own forward, one sequence at a time (any architecture); auto: native when "
         "the architecture allows.",
     )
+    gpu_layers: int | None = Field(
+        None,
+        ge=-1,
+        description="llamacpp engine: model layers offloaded to the GPU (-1: all that fit, 0: "
+        "none). Default: all that fit when the llama.cpp build has a GPU, 0 otherwise.",
+    )
+    kv_cache_dtype: Literal["f16", "q8_0", "q4_0"] = Field(
+        "f16",
+        description="llamacpp engine: KV cache element type; q8_0 and q4_0 hold about 2x and "
+        "3.5x the tokens in the same memory, at a small cost in accuracy.",
+    )
     max_num_seqs: int | None = Field(
         None, gt=0, description="Most sequences decoded together; default from free memory."
     )

@@ -150,7 +150,9 @@ def test_raw_reasoning_format() -> None:
 
 @pytest.mark.slow
 def test_default_model_is_smollm2() -> None:
-    for client in serve():
+    # Pinned to transformers: on llama.cpp (Q4_1 kernels with quantized activations) the greedy
+    # answer to this prompt differs and does not name Paris; see the #9 note.
+    for client in serve(engine="transformers"):
         models = client.get("/v1/models").json()["data"]
         assert models[0]["id"] == "SmolLM2-135M-Instruct"
         body = client.post(

@@ -38,6 +38,15 @@ def serve(
         str | None, typer.Option(help="auto, transformers or llamacpp [default: auto].")
     ] = None,
     runner: Annotated[str | None, typer.Option(help="auto, native or hf.")] = None,
+    gpu_layers: Annotated[
+        int | None,
+        typer.Option(
+            help="llamacpp: layers on the GPU (-1 all that fit) [default: all on a GPU build]."
+        ),
+    ] = None,
+    kv_cache_dtype: Annotated[
+        str | None, typer.Option(help="llamacpp: KV cache type f16, q8_0 or q4_0 [default: f16].")
+    ] = None,
     max_num_seqs: Annotated[
         int | None, typer.Option(help="Most sequences decoded together.")
     ] = None,

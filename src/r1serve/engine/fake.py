@@ -267,6 +267,7 @@ class FakeEngine(LocalEngine):
             scheduler_config=scheduler_config,
             default_sampling=default_sampling,
             constraints=ConstraintCompiler(None, timeout_s=constraint_timeout_s),
+            kind="fake",
         )
         self.add_finish_listener(self._record)
 

@@ -23,6 +23,7 @@ Builder = Callable[[Settings, ModelSource], BuiltEngine]
 # name -> "module:function"; the module is imported only when that backend is chosen.
 BACKENDS: dict[str, str] = {
     "transformers": "r1serve.engine.transformers.build:build_transformers",
+    "llamacpp": "r1serve.engine.llamacpp.build:build_llamacpp",
 }
 
 

@@ -1,0 +1,1 @@
+"""The llama.cpp backend: quantized GGUF models through llama.cpp's own server loop (xllamacpp)."""

@@ -1,0 +1,99 @@
+"""What crosses into llama.cpp's server loop and back: request bodies and streamed chunks.
+
+r1serve keeps the text side (chat template, tokenizer, detokenizer, stop strings, reasoning
+split) and hands llama.cpp only token ids and sampling values, so both engines agree on every
+prompt token and every character. Pure functions; the engine thread calls them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from r1serve.engine.protocol import FinishReason, GenerationRequest
+
+# r1serve samples with these filters in this order (engine/transformers/sampling.py); llama.cpp's
+# default chain adds DRY, typical-p, XTC and top-n-sigma, all of which r1serve never applies.
+_SAMPLERS = ["penalties", "top_k", "top_p", "min_p", "temperature"]
+
+
+def completion_body(request: GenerationRequest, max_tokens: int) -> dict[str, Any]:
+    """The streaming ``/completion`` request for one r1serve request.
+
+    The prompt goes as token ids, so text a user typed that looks like a control token stays
+    the text r1serve's tokenizer made of it. ``n_probs: 1`` makes every chunk carry the id of
+    the sampled token; stop strings and stop token ids are matched by r1serve, not llama.cpp.
+    """
+    p = request.params
+    body: dict[str, Any] = {
+        "prompt": list(request.prompt_token_ids),
+        "stream": True,
+        "n_predict": max_tokens,
+        "n_probs": 1,
+        "post_sampling_probs": True,  # the sampler's own candidates: no softmax over the vocab
+        "cache_prompt": True,
+        "samplers": _SAMPLERS,
+        "temperature": p.temperature,
+        "top_k": p.top_k if p.top_k > 0 else 0,
+        "top_p": p.top_p,
+        "min_p": p.min_p,
+        "repeat_penalty": p.repetition_penalty,
+        "presence_penalty": p.presence_penalty,
+        "frequency_penalty": p.frequency_penalty,
+        # penalties look at the whole sequence, as r1serve's sampler does
+        "repeat_last_n": len(request.prompt_token_ids) + max_tokens,
+        "typical_p": 1.0,
+        "dry_multiplier": 0.0,
+        "xtc_probability": 0.0,
+        "mirostat": 0,
+        "ignore_eos": p.ignore_eos,
+        "stop": [],
+    }
+    if p.greedy:
+        # temperature 0 in llama.cpp is greedy too; top_k 1 makes it exact whatever the chain.
+        body["top_k"] = 1
+    if p.seed is not None:
+        body["seed"] = p.seed % 2**32
+    if p.logit_bias:
+        body["logit_bias"] = [[int(token), float(bias)] for token, bias in p.logit_bias.items()]
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One streamed chunk: the sampled token ids, and on the last one how it ended."""
+
+    token_ids: tuple[int, ...]
+    finish_reason: str | None = None
+    cached_tokens: int = 0
+    error: str | None = None
+
+
+def parse_chunk(chunk: Mapping[str, Any]) -> Chunk:
+    """Read the token ids (and the end) from one streamed llama.cpp completion chunk."""
+    if "error" in chunk:
+        error = chunk["error"]
+        message = error.get("message") if isinstance(error, Mapping) else error
+        return Chunk((), error=str(message))
+    choices = chunk.get("choices")
+    if choices:  # OpenAI-shaped chunk
+        choice = choices[0]
+        logprobs = choice.get("logprobs") or {}
+        content = logprobs.get("content") or []
+        finish = choice.get("finish_reason")
+    else:  # llama.cpp's native shape
+        content = chunk.get("completion_probabilities") or []
+        finish = chunk.get("stop_type") if chunk.get("stop") else None
+    ids = tuple(int(item["id"]) for item in content)
+    usage = chunk.get("usage") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    cached = details.get("cached_tokens") or (chunk.get("timings") or {}).get("cache_n") or 0
+    return Chunk(ids, finish, int(cached) if finish else 0)
+
+
+def finish_reason(llama_reason: str) -> FinishReason:
+    """llama.cpp's reason for ending a sequence, in r1serve's words."""
+    if llama_reason in ("length", "limit"):
+        return "length"
+    return "stop"
