@@ -25,6 +25,7 @@ TopP = Annotated[float, Field(gt=0.0, le=1.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 MaxTokens = Annotated[int, Field(ge=1, le=MAX_TOKENS_CAP)]
 Seed = Annotated[int, Field(ge=-(2**63), lt=2**64)]
+TopLogprobs = Annotated[int, Field(ge=0, le=20)]
 
 
 class _Request(BaseModel):
@@ -89,7 +90,9 @@ class SamplingFields(_Request):
     stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(None, max_length=64)
     ignore_eos: bool = False
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
-    logprobs: bool | int | None = None
+    repetition_guard: bool = Field(
+        False, description="End a reply that loops (one span repeated many times in a row)."
+    )
     user: str | None = Field(None, max_length=512)
     timeout: Annotated[float, Field(gt=0.0, le=86_400.0)] | None = Field(
         None, description="Seconds this request may run; it ends with finish_reason 'timeout'."
@@ -119,12 +122,9 @@ class SamplingFields(_Request):
                 raise ValueError(f"logit_bias keys are token ids, got {key[:20]!r}")
         return value
 
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: bool | int | None) -> bool | int | None:
-        if value:
-            raise ValueError("logprobs are not supported by this server")
-        return value
+    def logprob_count(self) -> int | None:
+        """Alternatives per token for the log probabilities; None when not asked for."""
+        return None
 
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -138,9 +138,23 @@ class ChatCompletionRequest(SamplingFields):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
+    logprobs: bool = False
+    top_logprobs: TopLogprobs | None = None
+    max_reasoning_tokens: Annotated[int, Field(ge=0, le=MAX_TOKENS_CAP)] | None = Field(
+        None,
+        description="Most reasoning tokens; then the thinking ends and the answer follows.",
+    )
+    reasoning_effort: Literal["none", "low", "medium", "high"] | None = Field(
+        None, description="none: no thinking; low/medium/high: budgets of 1024/4096/16384 tokens."
+    )
+
+    def logprob_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @model_validator(mode="after")
     def _unsupported(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
         if self.tools:
             raise ValueError("tool calling is not supported by this server")
         if self.tool_choice not in (None, "none", "auto"):
@@ -156,6 +170,10 @@ class CompletionRequest(SamplingFields):
     prompt: str | list[str] = Field(description="Raw prompt text; no chat template is applied.")
     echo: bool = False
     suffix: str | None = None
+    logprobs: TopLogprobs | None = None
+
+    def logprob_count(self) -> int | None:
+        return self.logprobs
 
     @field_validator("prompt")
     @classmethod
@@ -191,10 +209,15 @@ class GenerateRequest(_Request):
 # ---- responses ----------------------------------------------------------------------------
 
 
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
 class UsageInfo(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    completion_tokens_details: CompletionTokensDetails | None = None
 
 
 class AssistantMessage(BaseModel):
@@ -208,7 +231,8 @@ class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
+    stop_reason: str | int | None = None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -224,7 +248,8 @@ class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
+    stop_reason: str | int | None = None
 
 
 class CompletionResponse(BaseModel):

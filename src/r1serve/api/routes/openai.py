@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from r1serve.api.deps import get_service, get_settings, request_id, unless_disconnected
+from r1serve.api.logprobs import TokenText
 from r1serve.api.metering import Admitted
 from r1serve.api.schemas import (
     ChatCompletionRequest,
@@ -44,7 +45,12 @@ async def chat_completions(
     model = service.check_model(body.model)
     prompt = service.chat_prompt(body)
     outputs = await service.start(
-        rid, [prompt], service.sampling(body), n=body.n, timeout=body.timeout
+        rid,
+        [prompt],
+        service.sampling(body),
+        n=body.n,
+        timeout=body.timeout,
+        repetition_guard=body.repetition_guard,
     )
     events = chat_events(
         outputs,
@@ -53,6 +59,7 @@ async def chat_completions(
         created=int(time.time()),
         choices=body.n,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        token_text=TokenText(service.engine.tokenizer) if body.logprobs else None,
     )
     return event_stream(events, send_timeout_s=settings.send_timeout_s)
 
@@ -70,7 +77,13 @@ async def completions(
     texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     prompts = [service.text_prompt(t) for t in texts]
     outputs = await service.start(
-        rid, prompts, service.sampling(body), n=body.n, timeout=body.timeout, split_reasoning=False
+        rid,
+        prompts,
+        service.sampling(body),
+        n=body.n,
+        timeout=body.timeout,
+        split_reasoning=False,
+        repetition_guard=body.repetition_guard,
     )
     events = completion_events(
         outputs,
@@ -80,6 +93,7 @@ async def completions(
         n=body.n,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         echo_prompts=texts if body.echo else None,
+        token_text=None if body.logprobs is None else TokenText(service.engine.tokenizer),
     )
     return event_stream(events, send_timeout_s=settings.send_timeout_s)
 
