@@ -17,8 +17,8 @@ from fakehub import FakeHub
 from r1serve.api.app import create_app
 from r1serve.catalog.store import lookup
 from r1serve.cli import _register, app
-from r1serve.engine.source import resolve_model_source
 from r1serve.engine.registry import build_engine
+from r1serve.engine.source import resolve_model_source
 from support.api import make_settings
 from support.models import TINY_ANSWER, TINY_REASONING
 
