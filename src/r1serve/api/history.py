@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
 from typing import Literal
 
 import anyio
@@ -20,6 +21,7 @@ from r1serve.api.conversation_schemas import (
     MessageEdit,
     MessagePost,
 )
+from r1serve.api.reasoning_control import reasoning_budget, skip_reasoning
 from r1serve.api.replies import ReplyManager
 from r1serve.api.reply_events import (
     ChunkFormat,
@@ -208,11 +210,15 @@ class HistoryService:
                 max_tokens=settings.max_tokens,
             )
         )
-        params = self._sampling(settings, built.max_tokens)
+        prompt, max_tokens = built.prompt, built.max_tokens
+        if settings.reasoning_effort == "none":
+            prompt = skip_reasoning(prompt, engine.tokenizer)
+            max_tokens = min(max_tokens, engine.context_length - len(prompt.token_ids))
+        params = self._sampling(settings, max_tokens)
         plan = ReplyPlan(
             assistant_message_id=new_id(),
             model=engine.model_name,
-            prompt_tokens=len(built.prompt.token_ids),
+            prompt_tokens=len(prompt.token_ids),
             dropped_turns=built.dropped_turns,
             worker=self.replies.worker,
             parent_id=context.parent_id,
@@ -227,7 +233,10 @@ class HistoryService:
         try:
             # In the request's context: quotas were checked and usage is recorded here.
             outputs = await self.completions.start(
-                f"conv-{plan.assistant_message_id}", [built.prompt], params
+                f"conv-{plan.assistant_message_id}",
+                [prompt],
+                params,
+                repetition_guard=settings.repetition_guard is not False,  # None: on
             )
         except R1ServeError as exc:
             return await self._not_started(started, exc, fmt)
@@ -245,7 +254,10 @@ class HistoryService:
             max_tokens=max_tokens,
             ignore_eos=bool(settings.ignore_eos),
         )
-        return self.completions.sampling(fields)
+        params = self.completions.sampling(fields)
+        default = self.completions.default_sampling.get("max_reasoning_tokens")
+        budget = reasoning_budget(settings.max_reasoning_tokens, settings.reasoning_effort, default)
+        return replace(params, max_reasoning_tokens=budget)
 
     async def _not_started(
         self, started: ReplyStart, error: R1ServeError, fmt: ChunkFormat

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 from r1serve.api.reply_events import ReplyEvent, final_events, start_event
-from r1serve.api.service import Output
+from r1serve.api.service import REPETITION, Output
 from r1serve.conversations import (
     ConversationStore,
     MessageRecord,
@@ -42,7 +42,7 @@ FINAL_SAVE_ATTEMPTS = 5
 
 def status_of(finish_reason: str | None) -> tuple[MessageStatus, str | None]:
     """A reply's status (and error) from how the engine ended it."""
-    if finish_reason in ("stop", "length"):
+    if finish_reason in ("stop", "length", REPETITION):
         return "complete", None
     if finish_reason == "error":
         return "error", ENGINE_FAILED
@@ -159,7 +159,10 @@ class Reply:
         try:
             async for output in self._outputs:
                 self._apply(output)
-                finish = output.finish_reason or finish
+                if output.stop_reason == REPETITION:
+                    finish = REPETITION  # stored so the page can say why the reply ended
+                else:
+                    finish = output.finish_reason or finish
         except asyncio.CancelledError:
             # Stop or shutdown; leaving the stream has aborted the engine request.
             current = asyncio.current_task()
