@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -86,7 +87,7 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
         engine,
         recorder=lambda: app.state.accounts.usage,
         reasoning_format=settings.reasoning_format,
-        default_sampling=dict(engine.default_sampling),
+        default_sampling=_defaults(settings, engine),
         default_timeout_s=settings.request_timeout_s,
     )
     install_error_handlers(app)
@@ -117,3 +118,11 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
         )
     app.add_middleware(HostAllowListMiddleware, allowed=allowed_host_names(settings))
     return app
+
+
+def _defaults(settings: Settings, engine: Engine) -> dict[str, Any]:
+    """The model's sampling defaults; the server's thinking budget, when set, wins over its."""
+    defaults = dict(engine.default_sampling)
+    if settings.max_reasoning_tokens is not None:
+        defaults["max_reasoning_tokens"] = settings.max_reasoning_tokens
+    return defaults
