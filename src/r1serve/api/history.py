@@ -54,6 +54,11 @@ from r1serve.conversations import (
     encode_cursor,
     new_id,
 )
+from r1serve.conversations.continuing import (
+    context_for_continue,
+    continued_prompt,
+    resume_reply,
+)
 from r1serve.conversations.transfer import export_json, export_markdown
 from r1serve.engine.protocol import SamplingParams
 from r1serve.errors import R1ServeError, RequestError
@@ -194,6 +199,55 @@ class HistoryService:
             self.store.context_for_edit, caller.user_id, conversation_id, message_id
         )
         return await self._reply(caller, context, body.content, new_question=True)
+
+    async def continue_reply(
+        self, caller: Principal, conversation_id: str, message_id: str
+    ) -> Events:
+        """Continue reply ``message_id``, cut at max_tokens, in the same message."""
+        found = await anyio.to_thread.run_sync(
+            context_for_continue, self.store, caller.user_id, conversation_id, message_id
+        )
+        context, partial = found.context, found.partial
+        assert context.reply_to is not None
+        conversation = context.conversation
+        settings = ReplySettings.model_validate(dict(conversation.settings), strict=False)
+        engine = self.completions.engine
+        built = await anyio.to_thread.run_sync(
+            lambda: build_history_prompt(
+                engine,
+                system_prompt=conversation.system_prompt,
+                history=context.history,
+                question=context.reply_to.content,  # type: ignore[union-attr]
+                max_tokens=settings.max_tokens,
+            )
+        )
+        prompt = continued_prompt(built.prompt, partial, engine.tokenizer)
+        room = engine.context_length - len(prompt.token_ids)
+        if room < 1:
+            raise RequestError("the reply already fills the context; it cannot go on")
+        params = self._sampling(settings, min(built.max_tokens, room))
+        started = await anyio.to_thread.run_sync(
+            resume_reply,
+            self.store,
+            caller.user_id,
+            conversation.id,
+            message_id,
+            self.replies.worker,
+        )
+        fmt = chunk_format(started.assistant_message, engine.model_name)
+        try:
+            outputs = await self.completions.start(
+                f"conv-{message_id}-{new_id()[:8]}",
+                [prompt],
+                params,
+                # Past the thinking, the new text is answer verbatim (its leading space kept).
+                split_reasoning=prompt.opens_reasoning,
+                repetition_guard=settings.repetition_guard is not False,
+            )
+        except R1ServeError as exc:
+            return await self._not_started(started, exc, fmt)
+        reply = self.replies.launch(started, outputs, resumed=partial)
+        return sse(reply.subscribe(), None, fmt)
 
     async def _reply(
         self, caller: Principal, context: ReplyContext, question: str, *, new_question: bool

@@ -61,6 +61,7 @@ class Reply:
         flush_interval_s: float,
         flush_tokens: int,
         heartbeat_s: float,
+        resumed: MessageRecord | None = None,
     ) -> None:
         self.message_id = started.assistant_message.id
         self.conversation_id = started.conversation.id
@@ -85,6 +86,11 @@ class Reply:
         self._unsaved_tokens = 0
         self._dirty = False
         self._started = time.monotonic()
+        if resumed is not None:  # Continue: the text so far stays, new text is appended
+            self._reasoning = [resumed.reasoning] if resumed.reasoning else []
+            self._content = [resumed.content] if resumed.content else []
+            self._length = len(resumed.reasoning) + len(resumed.content)
+            self._tokens = resumed.completion_tokens or 0
         self._reasoning_s: float | None = None
         self._closed = False
         self._consuming = False
@@ -334,9 +340,14 @@ class ReplyManager:
             except Exception as exc:
                 log.warning("sweeping replies failed: %s", exc)
 
-    def launch(self, started: ReplyStart, outputs: AsyncIterator[Output]) -> Reply:
-        """Start generating a stored reply in the background."""
-        reply = Reply(started, outputs, self.store, **self._options)
+    def launch(
+        self,
+        started: ReplyStart,
+        outputs: AsyncIterator[Output],
+        resumed: MessageRecord | None = None,
+    ) -> Reply:
+        """Start generating a stored reply in the background (``resumed``: continue it)."""
+        reply = Reply(started, outputs, self.store, resumed=resumed, **self._options)
         self._replies[reply.message_id] = reply
         reply.start(self._forget)
         if self._closing:
