@@ -215,6 +215,13 @@ class Settings(BaseSettings):
         description="Default per-request time limit in seconds (finish_reason 'timeout'); "
         "a request's own `timeout` field can shorten it.",
     )
+    max_reasoning_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="Default thinking budget of R1 replies (reasoning tokens, then the thinking "
+        "is ended and the answer follows); a request's max_reasoning_tokens or reasoning_effort "
+        "wins. Empty: the model's default, else unbounded.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the server."
     )

@@ -188,7 +188,10 @@ def test_prompt_exactly_at_the_limit_works(make_client: Build) -> None:
         ('"logit_bias": {"5": 1000}', "logit_bias"),
         ('"stop_token_ids": [-1]', "stop_token_ids"),
         ('"stop_token_ids": [99999999]', "stop_token_ids"),
-        ('"logprobs": true', "logprobs"),
+        ('"logprobs": true, "top_logprobs": 21', "top_logprobs"),
+        ('"top_logprobs": 2', "top_logprobs"),
+        ('"max_reasoning_tokens": -1', "max_reasoning_tokens"),
+        ('"reasoning_effort": "max"', "reasoning_effort"),
     ],
 )
 def test_bad_numbers_are_400(client: TestClient, raw: str, param: str) -> None:

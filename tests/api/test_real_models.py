@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,3 +165,34 @@ def test_default_model_is_smollm2() -> None:
             },
         ).json()
         assert "Paris" in body["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("budget", [0, 3, 10])
+def test_reasoning_budget_on_tiny_r1(tiny: TestClient, budget: int) -> None:
+    request = {"messages": HI, "temperature": 0, "max_tokens": 40, "logprobs": True}
+    body = tiny.post("/v1/chat/completions", json={**request, "max_reasoning_tokens": budget})
+    result = body.json()
+    assert result["usage"]["completion_tokens_details"]["reasoning_tokens"] == budget
+    tokens = [e["token"] for e in result["choices"][0]["logprobs"]["content"]]
+    # <think>, the budget's tokens of thinking, then the forced end of thinking.
+    assert "".join(tokens[1 + budget : 4 + budget]) == "\n</think>\n\n"
+    assert result["choices"][0]["message"]["content"]  # an answer follows
+    for entry in result["choices"][0]["logprobs"]["content"]:
+        assert entry["logprob"] <= 0
+
+
+def test_reasoning_effort_none_on_tiny_r1(tiny: TestClient) -> None:
+    request = {"messages": HI, "temperature": 0, "max_tokens": 40, "reasoning_effort": "none"}
+    result = tiny.post("/v1/chat/completions", json=request).json()
+    assert result["choices"][0]["message"]["reasoning_content"] is None
+    assert result["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0
+
+
+def test_full_reasoning_is_counted_on_tiny_r1(tiny: TestClient) -> None:
+    request = {"messages": HI, "temperature": 0, "logprobs": True, "top_logprobs": 5}
+    result = tiny.post("/v1/chat/completions", json=request).json()
+    # TINY_REPLY: <think>, 14 tokens of thinking, </think>, the answer.
+    assert result["usage"]["completion_tokens_details"]["reasoning_tokens"] == 14
+    for entry in result["choices"][0]["logprobs"]["content"]:
+        assert entry["token"] in [alt["token"] for alt in entry["top_logprobs"]]
+        assert sum(math.exp(alt["logprob"]) for alt in entry["top_logprobs"]) <= 1 + 1e-6

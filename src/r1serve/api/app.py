@@ -115,7 +115,7 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
         recorder=lambda: app.state.accounts.usage,
         access=lambda: app.state.access,
         reasoning_format=settings.reasoning_format,
-        default_sampling=dict(engine.default_sampling),
+        default_sampling=_defaults(settings, engine),
         default_timeout_s=settings.request_timeout_s,
         prompt_workers=settings.prompt_workers,
         max_prompt_chars=settings.max_prompt_chars,
@@ -151,3 +151,11 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
     app.add_middleware(HostAllowListMiddleware, allowed=allowed_host_names(settings))
     app.add_middleware(OllamaErrorShape)  # outermost: every error on Ollama's paths
     return app
+
+
+def _defaults(settings: Settings, engine: Engine) -> dict[str, Any]:
+    """The model's sampling defaults; the server's thinking budget, when set, wins over its."""
+    defaults = dict(engine.default_sampling)
+    if settings.max_reasoning_tokens is not None:
+        defaults["max_reasoning_tokens"] = settings.max_reasoning_tokens
+    return defaults

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
 from typing import Literal
 
 import anyio
@@ -21,6 +22,7 @@ from r1serve.api.conversation_schemas import (
     MessageEdit,
     MessagePost,
 )
+from r1serve.api.reasoning_control import reasoning_budget, skip_reasoning
 from r1serve.api.replies import ReplyManager
 from r1serve.api.reply_events import (
     ChunkFormat,
@@ -52,6 +54,11 @@ from r1serve.conversations import (
     decode_cursor,
     encode_cursor,
     new_id,
+)
+from r1serve.conversations.continuing import (
+    context_for_continue,
+    continued_prompt,
+    resume_reply,
 )
 from r1serve.conversations.defaults import ReplyDefaultsStore, merged, page_reply_cap
 from r1serve.conversations.transfer import export_json, export_markdown
@@ -201,6 +208,55 @@ class HistoryService:
         )
         return await self._reply(caller, context, body.content, new_question=True)
 
+    async def continue_reply(
+        self, caller: Principal, conversation_id: str, message_id: str
+    ) -> Events:
+        """Continue reply ``message_id``, cut at max_tokens, in the same message."""
+        found = await anyio.to_thread.run_sync(
+            context_for_continue, self.store, caller.user_id, conversation_id, message_id
+        )
+        context, partial = found.context, found.partial
+        assert context.reply_to is not None
+        conversation = context.conversation
+        settings = ReplySettings.model_validate(dict(conversation.settings), strict=False)
+        engine = self.completions.engine
+        built = await anyio.to_thread.run_sync(
+            lambda: build_history_prompt(
+                engine,
+                system_prompt=conversation.system_prompt,
+                history=context.history,
+                question=context.reply_to.content,  # type: ignore[union-attr]
+                max_tokens=settings.max_tokens,
+            )
+        )
+        prompt = continued_prompt(built.prompt, partial, engine.tokenizer)
+        room = engine.context_length - len(prompt.token_ids)
+        if room < 1:
+            raise RequestError("the reply already fills the context; it cannot go on")
+        params = self._sampling(settings, min(built.max_tokens, room))
+        started = await anyio.to_thread.run_sync(
+            resume_reply,
+            self.store,
+            caller.user_id,
+            conversation.id,
+            message_id,
+            self.replies.worker,
+        )
+        fmt = chunk_format(started.assistant_message, engine.model_name)
+        try:
+            outputs = await self.completions.start(
+                f"conv-{message_id}-{new_id()[:8]}",
+                [prompt],
+                params,
+                # Past the thinking, the new text is answer verbatim (its leading space kept).
+                split_reasoning=prompt.opens_reasoning,
+                repetition_guard=settings.repetition_guard is not False,
+            )
+        except R1ServeError as exc:
+            return await self._not_started(started, exc, fmt)
+        reply = self.replies.launch(started, outputs, resumed=partial)
+        return sse(reply.subscribe(), None, fmt)
+
     async def _reply(
         self, caller: Principal, context: ReplyContext, question: str, *, new_question: bool
     ) -> Events:
@@ -221,14 +277,17 @@ class HistoryService:
             ),
             param="content",
         )
-        max_tokens = built.max_tokens
+        prompt, max_tokens = built.prompt, built.max_tokens
         if settings.max_tokens is None:
             max_tokens = min(max_tokens, page_reply_cap(engine.model_name))
+        if settings.reasoning_effort == "none":
+            prompt = skip_reasoning(prompt, engine.tokenizer)
+            max_tokens = min(max_tokens, engine.context_length - len(prompt.token_ids))
         params = self._sampling(settings, max_tokens)
         plan = ReplyPlan(
             assistant_message_id=new_id(),
             model=engine.model_name,
-            prompt_tokens=len(built.prompt.token_ids),
+            prompt_tokens=len(prompt.token_ids),
             dropped_turns=built.dropped_turns,
             worker=self.replies.worker,
             parent_id=context.parent_id,
@@ -243,7 +302,10 @@ class HistoryService:
         try:
             # In the request's context: quotas were checked and usage is recorded here.
             outputs = await self.completions.start(
-                f"conv-{plan.assistant_message_id}", [built.prompt], params
+                f"conv-{plan.assistant_message_id}",
+                [prompt],
+                params,
+                repetition_guard=settings.repetition_guard is not False,  # None: on
             )
         except R1ServeError as exc:
             return await self._not_started(started, exc, fmt)
@@ -261,7 +323,10 @@ class HistoryService:
             max_tokens=max_tokens,
             ignore_eos=bool(settings.ignore_eos),
         )
-        return self.completions.sampling(fields)
+        params = self.completions.sampling(fields)
+        default = self.completions.default_sampling.get("max_reasoning_tokens")
+        budget = reasoning_budget(settings.max_reasoning_tokens, settings.reasoning_effort, default)
+        return replace(params, max_reasoning_tokens=budget)
 
     async def _not_started(
         self, started: ReplyStart, error: R1ServeError, fmt: ChunkFormat

@@ -75,11 +75,18 @@ class MeteredCompletionService(CompletionService):
         n: int = 1,
         timeout: float | None = None,
         split_reasoning: bool = True,
+        repetition_guard: bool = False,
     ) -> AsyncIterator[Output]:
         """As ``CompletionService.start``; usage is recorded when the outputs end, and the
         outputs end with AccessRevokedError once the caller's access does."""
         outputs = await super().start(
-            base_id, prompts, params, n=n, timeout=timeout, split_reasoning=split_reasoning
+            base_id,
+            prompts,
+            params,
+            n=n,
+            timeout=timeout,
+            split_reasoning=split_reasoning,
+            repetition_guard=repetition_guard,
         )
         metered = _metered.get()
         if metered is None:

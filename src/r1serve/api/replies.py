@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 from r1serve.api.reply_events import ReplyEvent, final_events, start_event
-from r1serve.api.service import Output
+from r1serve.api.service import REPETITION, Output
 from r1serve.conversations import (
     ConversationStore,
     MessageRecord,
@@ -42,7 +42,7 @@ FINAL_SAVE_ATTEMPTS = 5
 
 def status_of(finish_reason: str | None) -> tuple[MessageStatus, str | None]:
     """A reply's status (and error) from how the engine ended it."""
-    if finish_reason in ("stop", "length"):
+    if finish_reason in ("stop", "length", REPETITION):
         return "complete", None
     if finish_reason == "error":
         return "error", ENGINE_FAILED
@@ -61,6 +61,7 @@ class Reply:
         flush_interval_s: float,
         flush_tokens: int,
         heartbeat_s: float,
+        resumed: MessageRecord | None = None,
     ) -> None:
         self.message_id = started.assistant_message.id
         self.conversation_id = started.conversation.id
@@ -85,6 +86,11 @@ class Reply:
         self._unsaved_tokens = 0
         self._dirty = False
         self._started = time.monotonic()
+        if resumed is not None:  # Continue: the text so far stays, new text is appended
+            self._reasoning = [resumed.reasoning] if resumed.reasoning else []
+            self._content = [resumed.content] if resumed.content else []
+            self._length = len(resumed.reasoning) + len(resumed.content)
+            self._tokens = resumed.completion_tokens or 0
         self._reasoning_s: float | None = None
         self._closed = False
         self._consuming = False
@@ -160,7 +166,10 @@ class Reply:
         try:
             async for output in self._outputs:
                 self._apply(output)
-                finish = output.finish_reason or finish
+                if output.stop_reason == REPETITION:
+                    finish = REPETITION  # stored so the page can say why the reply ended
+                else:
+                    finish = output.finish_reason or finish
         except asyncio.CancelledError:
             # Stop or shutdown; leaving the stream has aborted the engine request.
             current = asyncio.current_task()
@@ -335,9 +344,14 @@ class ReplyManager:
             except Exception as exc:
                 log.warning("sweeping replies failed: %s", exc)
 
-    def launch(self, started: ReplyStart, outputs: AsyncIterator[Output]) -> Reply:
-        """Start generating a stored reply in the background."""
-        reply = Reply(started, outputs, self.store, **self._options)
+    def launch(
+        self,
+        started: ReplyStart,
+        outputs: AsyncIterator[Output],
+        resumed: MessageRecord | None = None,
+    ) -> Reply:
+        """Start generating a stored reply in the background (``resumed``: continue it)."""
+        reply = Reply(started, outputs, self.store, resumed=resumed, **self._options)
         self._replies[reply.message_id] = reply
         reply.start(self._forget)
         if self._closing:

@@ -42,6 +42,7 @@ TopP = Annotated[float, Field(gt=0.0, le=1.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 MaxTokens = Annotated[int, Field(ge=1, le=MAX_TOKENS_CAP)]
 Seed = Annotated[int, Field(ge=-(2**63), lt=2**64)]
+TopLogprobs = Annotated[int, Field(ge=0, le=20)]
 
 
 class _Request(BaseModel):
@@ -108,7 +109,9 @@ class SamplingFields(_Request):
     stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(None, max_length=64)
     ignore_eos: bool = False
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
-    logprobs: bool | int | None = None
+    repetition_guard: bool = Field(
+        False, description="End a reply that loops (one span repeated many times in a row)."
+    )
     user: str | None = Field(None, max_length=512)
     timeout: Annotated[float, Field(gt=0.0, le=86_400.0)] | None = Field(
         None, description="Seconds this request may run; it ends with finish_reason 'timeout'."
@@ -138,12 +141,9 @@ class SamplingFields(_Request):
                 raise ValueError(f"logit_bias keys are token ids, got {key[:20]!r}")
         return value
 
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: bool | int | None) -> bool | int | None:
-        if value:
-            raise ValueError("logprobs are not supported by this server")
-        return value
+    def logprob_count(self) -> int | None:
+        """Alternatives per token for the log probabilities; None when not asked for."""
+        return None
 
     @field_validator("stream_options")
     @classmethod
@@ -165,7 +165,15 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: MaxTokens | None = Field(
         None, description="Replaces max_tokens (OpenAI's newer name) when both are sent."
     )
+    logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    max_reasoning_tokens: Annotated[int, Field(ge=0, le=MAX_TOKENS_CAP)] | None = Field(
+        None,
+        description="Most reasoning tokens; then the thinking ends and the answer follows.",
+    )
+    reasoning_effort: Literal["none", "low", "medium", "high"] | None = Field(
+        None, description="none: no thinking; low/medium/high: budgets of 1024/4096/16384 tokens."
+    )
     modalities: list[str] | None = None
     tools: list[ToolDefinition] | None = Field(None, max_length=MAX_TOOLS)
     tool_choice: ToolChoice | None = None
@@ -174,6 +182,9 @@ class ChatCompletionRequest(SamplingFields):
     # OpenAI's deprecated names for tools and tool_choice
     functions: list[FunctionDefinition] | None = Field(None, max_length=MAX_TOOLS)
     function_call: Literal["none", "auto"] | dict[str, Any] | None = None
+
+    def logprob_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @field_validator("top_logprobs")
     @classmethod
@@ -223,6 +234,10 @@ class CompletionRequest(SamplingFields):
     prompt: str | list[str] = Field(description="Raw prompt text; no chat template is applied.")
     echo: bool = False
     suffix: str | None = None
+    logprobs: TopLogprobs | None = None
+
+    def logprob_count(self) -> int | None:
+        return self.logprobs
 
     @field_validator("prompt")
     @classmethod
@@ -258,10 +273,15 @@ class GenerateRequest(_Request):
 # ---- responses ----------------------------------------------------------------------------
 
 
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
 class UsageInfo(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    completion_tokens_details: CompletionTokensDetails | None = None
 
 
 class AssistantMessage(BaseModel):
@@ -276,7 +296,8 @@ class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
+    stop_reason: str | int | None = None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -292,7 +313,8 @@ class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
+    stop_reason: str | int | None = None
 
 
 class CompletionResponse(BaseModel):

@@ -12,12 +12,14 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from r1serve.api import tools
+from r1serve.api.logprobs import TokenText, chat_logprobs, completion_logprobs
 from r1serve.api.prompts import PromptWorkers
+from r1serve.api.reasoning_control import reasoning_budget, skip_reasoning
 from r1serve.api.schemas import (
     AssistantMessage,
     ChatChoice,
@@ -26,6 +28,7 @@ from r1serve.api.schemas import (
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
+    CompletionTokensDetails,
     GenerateResponse,
     SamplingFields,
     UsageInfo,
@@ -38,9 +41,11 @@ from r1serve.engine.protocol import (
     GenerationRequest,
     Prompt,
     SamplingParams,
+    TokenLogprob,
     Usage,
 )
 from r1serve.engine.text.reasoning import ReasoningDelta, ReasoningSplitter
+from r1serve.engine.text.repetition import RepetitionGuard
 from r1serve.errors import EngineError, NotFoundError, RequestError
 
 if TYPE_CHECKING:
@@ -61,7 +66,12 @@ class Output:
     finish_reason: FinishReason | Literal["tool_calls"] | None = None
     usage: Usage | None = None
     tokens: int = 0  # generated tokens behind this piece (usage metering counts them)
+    logprobs: tuple[TokenLogprob, ...] = ()
+    stop_reason: str | int | None = None  # "repetition": the repetition guard ended it
     tool_calls: tuple[ToolCallDelta, ...] = ()  # pieces of parsed tool calls (api.tools)
+
+
+REPETITION = "repetition"  # stop_reason of a reply the repetition guard ended
 
 
 @dataclass(slots=True)
@@ -71,6 +81,8 @@ class _Totals:
     finish_reason: FinishReason | Literal["tool_calls"] | None = None
     usage: Usage | None = None
     tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    stop_reason: str | int | None = None
 
 
 def new_id(prefix: str) -> str:
@@ -148,12 +160,21 @@ class CompletionService:
             stop_token_ids=tuple(req.stop_token_ids or ()),
             ignore_eos=req.ignore_eos,
             logit_bias=bias,
+            logprobs=req.logprob_count(),
+            max_reasoning_tokens=reasoning_budget(
+                getattr(req, "max_reasoning_tokens", None),
+                getattr(req, "reasoning_effort", None),
+                d.get("max_reasoning_tokens"),
+            ),
         )
 
     def chat_prompt(self, req: ChatCompletionRequest) -> Prompt:
-        return self.engine.render_chat(
+        prompt = self.engine.render_chat(
             tools.chat_messages(req), add_generation_prompt=True, tools=tools.offered_tools(req)
         )
+        if req.reasoning_effort == "none":
+            prompt = skip_reasoning(prompt, self.engine.tokenizer)
+        return prompt
 
     async def start_chat(
         self, req: ChatCompletionRequest, request_id: str
@@ -161,7 +182,14 @@ class CompletionService:
         """The prompt and merged outputs of a chat request, tool calls and constraints applied."""
         prompt = await self.prepare_chat(req)
         params = replace(self.sampling(req), constraint=tools.chat_constraint(req, prompt))
-        outputs = await self.start(request_id, [prompt], params, n=req.n, timeout=req.timeout)
+        outputs = await self.start(
+            request_id,
+            [prompt],
+            params,
+            n=req.n,
+            timeout=req.timeout,
+            repetition_guard=req.repetition_guard,
+        )
         setup = tools.tool_setup(req, prompt)
         if setup is not None:
             outputs = tools.with_tool_calls(outputs, setup, req.n)
@@ -219,6 +247,7 @@ class CompletionService:
         n: int = 1,
         timeout: float | None = None,
         split_reasoning: bool = True,
+        repetition_guard: bool = False,
     ) -> AsyncIterator[Output]:
         """Submit every choice now (errors raise here) and merge their outputs."""
         requests = self._requests(base_id, prompts, params, n, timeout)
@@ -240,7 +269,8 @@ class CompletionService:
                     splitters.append(RawOutput("<think>\n" if prompt.opens_reasoning else ""))
                 else:
                     splitters.append(ReasoningSplitter(prompt.opens_reasoning))
-        return _merge(streams, splitters)
+        prompt_lens = [len(r.prompt_token_ids) for r in requests]
+        return _merge(streams, splitters, prompt_lens, repetition_guard)
 
     # ---- whole responses ----------------------------------------------------------------
 
@@ -252,10 +282,12 @@ class CompletionService:
                 t.content.append(out.content)
                 t.reasoning.append(out.reasoning)
                 t.tool_calls.extend(out.tool_calls)
+                t.logprobs.extend(out.logprobs)
                 if out.finish_reason is not None:
                     if out.finish_reason == "error":
                         raise EngineError("the model failed while generating; see server log")
                     t.finish_reason = out.finish_reason
+                    t.stop_reason = out.stop_reason
                     t.usage = out.usage
         return totals
 
@@ -263,6 +295,7 @@ class CompletionService:
         model = self.check_model(req.model)
         prompt, outputs = await self.start_chat(req, request_id)
         totals = await self.collect(outputs, req.n)
+        text = TokenText(self.engine.tokenizer)
         choices = []
         for i, t in enumerate(totals):
             reasoning = "".join(t.reasoning)
@@ -273,7 +306,15 @@ class CompletionService:
                 reasoning=reasoning or None,
                 tool_calls=calls or None,
             )
-            choices.append(ChatChoice(index=i, message=message, finish_reason=t.finish_reason))
+            choices.append(
+                ChatChoice(
+                    index=i,
+                    message=message,
+                    finish_reason=t.finish_reason,
+                    logprobs=chat_logprobs(t.logprobs, text) if req.logprobs else None,
+                    stop_reason=t.stop_reason if t.stop_reason == REPETITION else None,
+                )
+            )
         return ChatCompletionResponse(
             id=request_id,
             created=int(time.time()),
@@ -293,14 +334,29 @@ class CompletionService:
             n=req.n,
             timeout=req.timeout,
             split_reasoning=False,
+            repetition_guard=req.repetition_guard,
         )
         totals = await self.collect(outputs, len(prompts) * req.n)
+        token_text = TokenText(self.engine.tokenizer)
         choices = []
         for i, t in enumerate(totals):
             text = "".join(t.content)
+            offset = 0
             if req.echo:
+                offset = len(prompts[i // req.n].text)
                 text = prompts[i // req.n].text + text
-            choices.append(CompletionChoice(index=i, text=text, finish_reason=t.finish_reason))
+            logprobs = None
+            if req.logprobs is not None:
+                logprobs = completion_logprobs(t.logprobs, token_text, offset)
+            choices.append(
+                CompletionChoice(
+                    index=i,
+                    text=text,
+                    finish_reason=t.finish_reason,
+                    logprobs=logprobs,
+                    stop_reason=t.stop_reason if t.stop_reason == REPETITION else None,
+                )
+            )
         return CompletionResponse(
             id=request_id,
             created=int(time.time()),
@@ -331,6 +387,7 @@ class CompletionService:
 def usage_of(prompt: Prompt | None, totals: Sequence[_Totals]) -> UsageInfo:
     """Usage over all choices; the prompt counts once per distinct prompt."""
     completion = sum(t.usage.completion_tokens for t in totals if t.usage)
+    reasoning = sum(t.usage.reasoning_tokens for t in totals if t.usage)
     if prompt is not None:
         prompt_tokens = len(prompt.token_ids)
     else:
@@ -340,6 +397,7 @@ def usage_of(prompt: Prompt | None, totals: Sequence[_Totals]) -> UsageInfo:
         prompt_tokens=prompt_tokens,
         completion_tokens=completion,
         total_tokens=prompt_tokens + completion,
+        completion_tokens_details=CompletionTokensDetails(reasoning_tokens=reasoning),
     )
 
 
@@ -370,26 +428,83 @@ def _split(index: int, delta: Delta, splitter: OutputSplitter) -> Output:
         tail = splitter.finish()
         reasoning += tail.reasoning
         content += tail.content
-    return Output(index, content, reasoning, delta.finish_reason, delta.usage, len(delta.token_ids))
+    return Output(
+        index,
+        content,
+        reasoning,
+        delta.finish_reason,
+        delta.usage,
+        len(delta.token_ids),
+        delta.logprobs,
+        delta.stop_reason,
+    )
+
+
+async def _guarded(
+    index: int,
+    stream: DeltaStream,
+    splitter: OutputSplitter,
+    prompt_tokens: int,
+    guard: RepetitionGuard | None,
+) -> AsyncGenerator[Output, None]:
+    """One stream's outputs; a loop the guard sees ends it with stop_reason "repetition".
+
+    The engine request is aborted then, so its usage is counted here: every token so far, and
+    as reasoning those of pieces that were all reasoning (a close estimate).
+    """
+    tokens = reasoning_tokens = 0
+    try:
+        async for delta in stream:
+            out = _split(index, delta, splitter)
+            if guard is None or out.finish_reason is not None:
+                yield out
+                continue
+            tokens += out.tokens
+            if out.reasoning and not out.content:
+                reasoning_tokens += out.tokens
+            if not guard.feed(out.reasoning + out.content):
+                yield out
+                continue
+            await stream.aclose()
+            tail = splitter.finish()
+            usage = Usage(prompt_tokens, tokens, reasoning_tokens)
+            yield replace(
+                out,
+                content=out.content + tail.content,
+                reasoning=out.reasoning + tail.reasoning,
+                finish_reason="stop",
+                stop_reason=REPETITION,
+                usage=usage,
+            )
+            return
+    finally:
+        await stream.aclose()
 
 
 async def _merge(
-    streams: list[DeltaStream], splitters: list[OutputSplitter]
+    streams: list[DeltaStream],
+    splitters: list[OutputSplitter],
+    prompt_lens: list[int],
+    repetition_guard: bool,
 ) -> AsyncIterator[Output]:
     """Yield every stream's outputs as they come; closing this closes them all."""
+    sources = [
+        _guarded(
+            i, stream, splitters[i], prompt_lens[i], RepetitionGuard() if repetition_guard else None
+        )
+        for i, stream in enumerate(streams)
+    ]
     if len(streams) == 1:
-        try:
-            async for delta in streams[0]:
-                yield _split(0, delta, splitters[0])
-        finally:
-            await streams[0].aclose()
+        async with contextlib.aclosing(sources[0]):
+            async for out in sources[0]:
+                yield out
         return
     queue: asyncio.Queue[Output | BaseException] = asyncio.Queue()
 
     async def pump(index: int) -> None:
         try:
-            async for delta in streams[index]:
-                await queue.put(_split(index, delta, splitters[index]))
+            async for out in sources[index]:
+                await queue.put(out)
         except Exception as exc:
             await queue.put(exc)
 

@@ -16,9 +16,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
-from r1serve.api.service import Output
+from r1serve.api.logprobs import TokenText, chat_logprobs, completion_logprobs
+from r1serve.api.service import REPETITION, Output
 from r1serve.api.tools import ToolCallDelta
-from r1serve.engine.protocol import Usage
+from r1serve.engine.protocol import TokenLogprob, Usage
 from r1serve.errors import R1ServeError
 
 log = logging.getLogger("r1serve.api")
@@ -52,11 +53,12 @@ def event_stream(
     return _EventStream(events, sep="\n", ping=15, send_timeout=send_timeout_s, headers=headers)
 
 
-def _usage_dict(usage: Usage) -> dict[str, int]:
+def _usage_dict(usage: Usage) -> dict[str, object]:
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
 
 
@@ -71,13 +73,19 @@ class _UsageTotal:
         self._prompt_of = prompts_per_choice
         self.prompt: dict[int, int] = {}
         self.completion = 0
+        self.reasoning = 0
 
     def add(self, index: int, usage: Usage) -> None:
         self.prompt[self._prompt_of(index)] = usage.prompt_tokens
         self.completion += usage.completion_tokens
+        self.reasoning += usage.reasoning_tokens
 
     def as_usage(self) -> Usage:
-        return Usage(sum(self.prompt.values()), self.completion)
+        return Usage(sum(self.prompt.values()), self.completion, self.reasoning)
+
+
+def _stop_reason(out: Output) -> dict[str, object]:
+    return {"stop_reason": REPETITION} if out.stop_reason == REPETITION else {}
 
 
 async def chat_events(
@@ -88,14 +96,25 @@ async def chat_events(
     created: int,
     choices: int,
     include_usage: bool,
+    token_text: TokenText | None = None,
 ) -> AsyncIterator[str]:
-    """``chat.completion.chunk`` payloads: role first, deltas, finish, usage, [DONE]."""
+    """``chat.completion.chunk`` payloads: role first, deltas, finish, usage, [DONE].
+
+    With ``token_text`` (logprobs asked for) each chunk carries the log probabilities of the
+    tokens behind it; tokens whose text is still held back come with a later chunk.
+    """
     head = _dumps({"id": request_id, "object": "chat.completion.chunk", "created": created,
                    "model": model})[:-1]  # fmt: skip
+    pending: dict[int, list[TokenLogprob]] = {}
 
-    def chunk(index: int, delta: dict[str, object], finish: str | None = None) -> str:
-        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return f'{head},"choices":[{_dumps(choice)}]}}'
+    def chunk(
+        index: int, delta: dict[str, object], finish: str | None = None, **extra: object
+    ) -> str:
+        logprobs = None
+        if token_text is not None and (pending.get(index) or finish is not None):
+            logprobs = chat_logprobs(pending.pop(index, []), token_text)
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        return f'{head},"choices":[{_dumps({**choice, **extra})}]}}'
 
     total = _UsageTotal(lambda index: 0)
     async with aclosing(outputs):  # type: ignore[type-var]
@@ -103,6 +122,7 @@ async def chat_events(
             yield chunk(index, {"role": "assistant", "content": ""})
         try:
             async for out in outputs:
+                pending.setdefault(out.index, []).extend(out.logprobs)
                 delta: dict[str, object] = {}
                 if out.reasoning:
                     delta["reasoning_content"] = out.reasoning
@@ -118,7 +138,7 @@ async def chat_events(
                 for call in out.tool_calls:
                     yield chunk(out.index, {"tool_calls": [tool_call_delta(call)]})
                 if out.finish_reason is not None:
-                    yield chunk(out.index, {}, out.finish_reason)
+                    yield chunk(out.index, {}, out.finish_reason, **_stop_reason(out))
                     if out.usage is not None:
                         total.add(out.index, out.usage)
         except R1ServeError as exc:
@@ -139,14 +159,18 @@ async def completion_events(
     n: int,
     include_usage: bool,
     echo_prompts: list[str] | None,
+    token_text: TokenText | None = None,
 ) -> AsyncIterator[str]:
     """``text_completion`` payloads: text deltas, finish, usage, [DONE]."""
     head = _dumps({"id": request_id, "object": "text_completion", "created": created,
                    "model": model})[:-1]  # fmt: skip
+    offsets: dict[int, int] = {}
 
-    def chunk(index: int, text: str, finish: str | None = None) -> str:
-        choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
-        return f'{head},"choices":[{_dumps(choice)}]}}'
+    def chunk(
+        index: int, text: str, finish: str | None = None, logprobs: object = None, **extra: object
+    ) -> str:
+        choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+        return f'{head},"choices":[{_dumps({**choice, **extra})}]}}'
 
     total = _UsageTotal(lambda index: index // n)
     echoed: set[int] = set()
@@ -161,10 +185,15 @@ async def completion_events(
                 if echo_prompts is not None and out.index not in echoed:
                     echoed.add(out.index)
                     text = echo_prompts[out.index // n] + text
-                if text:
-                    yield chunk(out.index, text)
+                logprobs = None
+                if token_text is not None and out.logprobs:
+                    start = offsets.get(out.index, len(text) - len(out.content))
+                    logprobs = completion_logprobs(out.logprobs, token_text, start)
+                    offsets[out.index] = start + sum(len(t) for t in logprobs["tokens"])
+                if text or logprobs:
+                    yield chunk(out.index, text, logprobs=logprobs)
                 if out.finish_reason is not None:
-                    yield chunk(out.index, "", out.finish_reason)
+                    yield chunk(out.index, "", out.finish_reason, **_stop_reason(out))
                     if out.usage is not None:
                         total.add(out.index, out.usage)
         except R1ServeError as exc:

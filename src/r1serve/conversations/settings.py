@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_TOKENS_CAP = 2**31 - 1
@@ -24,6 +26,15 @@ class ReplySettings(BaseModel):
     seed: int | None = Field(None, ge=-(2**63), lt=2**64)
     ignore_eos: bool | None = Field(
         None, description="Keep generating after the end-of-text token (max_tokens ends it)."
+    )
+    max_reasoning_tokens: int | None = Field(
+        None, ge=0, le=MAX_TOKENS_CAP, description="Most thinking tokens; then the answer."
+    )
+    reasoning_effort: Literal["none", "low", "medium", "high"] | None = Field(
+        None, description="none: no thinking; low/medium/high: 1024/4096/16384 thinking tokens."
+    )
+    repetition_guard: bool | None = Field(
+        None, description="End a reply stuck in a loop; default: on."
     )
 
     def stored(self) -> dict[str, object]:

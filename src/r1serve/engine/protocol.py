@@ -47,6 +47,9 @@ class Constraint:
     after: str | None = None
 
 
+MAX_TOP_LOGPROBS = 20
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
     """Per-request decoding settings. ``temperature < GREEDY_BELOW`` (0 too) means greedy."""
@@ -65,6 +68,8 @@ class SamplingParams:
     ignore_eos: bool = False
     logit_bias: Mapping[int, float] = field(default_factory=dict)
     constraint: Constraint | None = None  # constrained decoding (structured output, tool calls)
+    logprobs: int | None = None  # None: off; 0..20: log probabilities with this many alternatives
+    max_reasoning_tokens: int | None = None  # None: unbounded; then the end-of-thinking is forced
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
@@ -84,6 +89,14 @@ class SamplingParams:
                 raise RequestError(f"{name} must be {rule}, got {value!r}", param=name)
         if self.max_tokens is not None and self.max_tokens < 1:
             raise RequestError("max_tokens must be at least 1", param="max_tokens")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            raise RequestError(
+                f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="top_logprobs"
+            )
+        if self.max_reasoning_tokens is not None and self.max_reasoning_tokens < 0:
+            raise RequestError(
+                "max_reasoning_tokens must be 0 or more", param="max_reasoning_tokens"
+            )
 
     @property
     def greedy(self) -> bool:
@@ -104,10 +117,25 @@ class GenerationRequest:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    reasoning_tokens: int = 0  # generated tokens inside the thinking block (part of completion)
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token's log probability and the ``top`` most likely (id, logprob) pairs.
+
+    Computed from the logits the sampler saw after repetition/presence/frequency penalties and
+    logit_bias, before temperature and top-k/top-p/min-p (so greedy and sampled requests report
+    the same distribution). Forced tokens (an inserted end-of-thinking) carry their logprob too.
+    """
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +147,7 @@ class Delta:
     finish_reason: FinishReason | None = None
     stop_reason: str | int | None = None  # the stop string or token id that ended it
     usage: Usage | None = None  # on the last delta only
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token id, when the request asked
 
 
 @runtime_checkable

@@ -171,6 +171,23 @@ async def edit_message(
     return event_stream(events, send_timeout_s=settings.send_timeout_s)
 
 
+@router.post(
+    "/{conversation_id}/messages/{message_id}/continue",
+    dependencies=[Admitted],
+    responses=SSE_RESPONSE,
+)
+async def continue_reply(
+    conversation_id: ConversationId,
+    message_id: MessageId,
+    caller: Caller,
+    history: History,
+    settings: Config,
+) -> Response:
+    """Continue a reply cut at its token limit; the new text is appended to the same message."""
+    events = await history.continue_reply(caller, conversation_id, message_id)
+    return event_stream(events, send_timeout_s=settings.send_timeout_s)
+
+
 @router.get("/{conversation_id}/messages/{message_id}/stream", responses=SSE_RESPONSE)
 async def reattach(
     conversation_id: ConversationId,

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from r1serve.api.deps import get_service, get_settings, request_id, unless_disconnected
 from r1serve.api.errors import route_params
+from r1serve.api.logprobs import TokenText
 from r1serve.api.metering import Admitted
 from r1serve.api.schemas import (
     SSE_CONTENT,
@@ -57,6 +58,7 @@ async def chat_completions(
         created=int(time.time()),
         choices=body.n,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        token_text=TokenText(service.engine.tokenizer) if body.logprobs else None,
     )
     return event_stream(events, send_timeout_s=settings.send_timeout_s)
 
@@ -81,7 +83,7 @@ async def completions(
         prompts = await service.prepare_texts(texts)
         outputs = await service.start(
             rid, prompts, service.sampling(body), n=body.n, timeout=body.timeout,
-            split_reasoning=False,
+            split_reasoning=False, repetition_guard=body.repetition_guard,
         )  # fmt: skip
     events = completion_events(
         outputs,
@@ -91,6 +93,7 @@ async def completions(
         n=body.n,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         echo_prompts=texts if body.echo else None,
+        token_text=None if body.logprobs is None else TokenText(service.engine.tokenizer),
     )
     return event_stream(events, send_timeout_s=settings.send_timeout_s)
 

@@ -16,6 +16,7 @@ from r1serve.engine.protocol import (
     Tokenizer,
     output_budget,
 )
+from r1serve.engine.text.thinking import thinking_tokens
 from r1serve.engine.transformers.runner import ModelRunner
 from r1serve.engine.transformers.scheduler import Channel, Scheduler, SchedulerConfig
 from r1serve.errors import ContextLengthError, RequestError
@@ -57,7 +58,9 @@ class LocalEngine:
         self._context_length = min(context_length, runner.kv.max_seq_len)
         self._model_context_length = context_length
         self._default_sampling: Mapping[str, Any] = dict(default_sampling or {})
-        self.scheduler = Scheduler(runner, tokenizer, eos_token_ids, scheduler_config)
+        self.scheduler = Scheduler(
+            runner, tokenizer, eos_token_ids, scheduler_config, thinking_tokens(tokenizer)
+        )
         self.constraints = constraints  # None: constrained decoding is refused
         self._started = False
 

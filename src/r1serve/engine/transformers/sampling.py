@@ -25,7 +25,7 @@ from collections.abc import Collection, Sequence
 
 import torch
 
-from r1serve.engine.protocol import SamplingParams
+from r1serve.engine.protocol import SamplingParams, TokenLogprob
 from r1serve.errors import RequestError
 
 # Enough for top-p 0.95 on the peaked distributions of chat models; rows needing more are
@@ -191,6 +191,38 @@ def adjust_logits(logits: torch.Tensor, samplers: Sequence[SequenceSampler]) -> 
         values = torch.cat([values for _, values in pairs])  # [n]
         logits.index_put_((row_ids, token_ids), values, accumulate=True)
     return logits
+
+
+LOGPROB_FLOOR = -9999.0  # what OpenAI reports for impossible tokens (JSON has no -inf)
+
+
+def token_logprobs(
+    adjusted: torch.Tensor, tokens: Sequence[int], top: Sequence[int]
+) -> list[TokenLogprob]:
+    """Log probabilities of the chosen ``tokens`` [R] and the ``top[r]`` best of each row.
+
+    ``adjusted`` [R, V] are the logits after penalties and logit_bias (``adjust_logits``),
+    before temperature and filters: the model's distribution as the sampler adjusted it.
+    """
+    logp = torch.log_softmax(adjusted.float(), dim=-1)  # [R, V]
+    ids = torch.tensor(list(tokens), dtype=torch.long, device=logp.device)  # [R]
+    chosen = logp.gather(1, ids[:, None]).squeeze(1).tolist()  # [R]
+    width = max(top, default=0)
+    best_values: list[list[float]] = [[] for _ in tokens]
+    best_ids: list[list[int]] = [[] for _ in tokens]
+    if width:
+        values, indices = logp.topk(min(width, logp.shape[-1]), dim=-1)  # [R, W], descending
+        best_values, best_ids = values.tolist(), indices.tolist()
+    out = []
+    for row, token in enumerate(tokens):
+        alternatives = tuple(
+            (tid, max(value, LOGPROB_FLOOR))
+            for tid, value in zip(
+                best_ids[row][: top[row]], best_values[row][: top[row]], strict=True
+            )
+        )
+        out.append(TokenLogprob(token, max(chosen[row], LOGPROB_FLOOR), alternatives))
+    return out
 
 
 def _rows(logits: torch.Tensor, rows: list[int]) -> torch.Tensor:

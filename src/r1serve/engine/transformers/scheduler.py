@@ -31,13 +31,20 @@ from r1serve.engine.protocol import (
     GenerationRequest,
     RequestTimings,
     Tokenizer,
+    TokenLogprob,
     Usage,
 )
 from r1serve.engine.text.detokenize import IncrementalDetokenizer
 from r1serve.engine.text.stops import StopMatcher
+from r1serve.engine.text.thinking import ThinkingTokens, ThinkingTracker, prompt_opens_thinking
 from r1serve.engine.transformers.guided import mask_logits
 from r1serve.engine.transformers.runner import DecodeInput, ModelRunner, PrefillChunk
-from r1serve.engine.transformers.sampling import SequenceSampler, sample
+from r1serve.engine.transformers.sampling import (
+    SequenceSampler,
+    adjust_logits,
+    sample,
+    token_logprobs,
+)
 from r1serve.errors import OverloadedError
 
 log = logging.getLogger("r1serve.scheduler")
@@ -82,8 +89,10 @@ class Sequence_:
         "sampler",
         "slot",
         "stops",
+        "thinking",
         "timings",
         "unsent_ids",
+        "unsent_logprobs",
     )
 
     def __init__(
@@ -95,6 +104,7 @@ class Sequence_:
         max_tokens: int,
         eos_token_ids: frozenset[int],
         guide: Guide | None = None,
+        thinking: ThinkingTokens | None = None,
     ) -> None:
         now = time.monotonic()
         self.request = request
@@ -102,6 +112,7 @@ class Sequence_:
         self.prompt = list(request.prompt_token_ids)
         self.output: list[int] = []
         self.unsent_ids: list[int] = []
+        self.unsent_logprobs: list[TokenLogprob] = []
         self.max_tokens = max_tokens
         self.computed = 0  # tokens whose KV is cached
         self.slot: int | None = None
@@ -115,6 +126,18 @@ class Sequence_:
         self.deadline = now + request.timeout_s if request.timeout_s else None
         self.finish_reason: FinishReason | None = None
         self.guide = guide  # constrained decoding: masks this sequence's logits
+        self.thinking: ThinkingTracker | None = None
+        if thinking is not None:
+
+            def is_blank(token: int) -> bool:
+                return not tokenizer.decode([token], skip_special_tokens=False).strip()
+
+            self.thinking = ThinkingTracker(
+                thinking,
+                starts_in_reasoning=prompt_opens_thinking(self.prompt, thinking, is_blank),
+                budget=request.params.max_reasoning_tokens,
+                is_blank=is_blank,
+            )
 
 
 class Scheduler:
@@ -126,8 +149,10 @@ class Scheduler:
         tokenizer: Tokenizer,
         eos_token_ids: frozenset[int],
         config: SchedulerConfig | None = None,
+        thinking: ThinkingTokens | None = None,
     ) -> None:
         self.runner = runner
+        self.thinking = thinking  # the model's thinking tags; None: no reasoning accounting
         self.tokenizer = tokenizer
         self.eos_token_ids = eos_token_ids
         self.config = config or SchedulerConfig()
@@ -176,6 +201,7 @@ class Scheduler:
             max_tokens,
             self.eos_token_ids,
             guide,
+            self.thinking,
         )
         with self._lock:
             self._refuse_if_full(0)
@@ -320,9 +346,8 @@ class Scheduler:
         if done_rows:
             done = [owners[r] for r in done_rows]
             rows = self._masked(logits[done_rows], done)
-            tokens = sample(rows, [s.sampler for s in done])
-            for seq, tok in zip(done, tokens.tolist(), strict=True):
-                self._accept(seq, tok, out)
+            for seq, (tok, logprob) in zip(done, _choose(rows, done), strict=True):
+                self._accept(seq, tok, out, logprob)
 
     def _decode(self, out: list[tuple[Channel, Delta]]) -> None:
         batch = [s for s in self._running.values() if s.next_token is not None]
@@ -333,10 +358,11 @@ class Scheduler:
         self._kv_used += len(batch)
         for s in batch:
             s.computed += 1
-        tokens = sample(self._masked(logits, batch), [s.sampler for s in batch])
-        for seq, tok in zip(batch, tokens.tolist(), strict=True):
+        for seq, (tok, logprob) in zip(
+            batch, _choose(self._masked(logits, batch), batch), strict=True
+        ):
             if seq.finish_reason is None:
-                self._accept(seq, tok, out)
+                self._accept(seq, tok, out, logprob)
 
     def _masked(self, logits: torch.Tensor, seqs: Sequence[Sequence_]) -> torch.Tensor:
         """Logits [B, V] with what each guided sequence's constraint forbids masked out."""
@@ -344,13 +370,21 @@ class Scheduler:
             return logits
         return mask_logits(logits, [s.guide for s in seqs], self.eos_token_ids)
 
-    def _accept(self, seq: Sequence_, token: int, out: list[tuple[Channel, Delta]]) -> None:
-        """Record a sampled token: emit its text, or finish the sequence."""
+    def _accept(
+        self,
+        seq: Sequence_,
+        token: int,
+        out: list[tuple[Channel, Delta]],
+        logprob: TokenLogprob | None = None,
+    ) -> None:
+        """Record a chosen token: emit its text, or finish the sequence."""
         now = time.monotonic()
         if seq.timings.first_token is None:
             seq.timings.first_token = now
         seq.output.append(token)
         seq.unsent_ids.append(token)
+        if logprob is not None:
+            seq.unsent_logprobs.append(logprob)
         seq.sampler.observe(token)
         params = seq.request.params
         if (
@@ -377,8 +411,14 @@ class Scheduler:
 
     def _emit(self, seq: Sequence_, text: str, out: list[tuple[Channel, Delta]]) -> None:
         if text or seq.unsent_ids:
-            out.append((seq.channel, Delta(text=text, token_ids=tuple(seq.unsent_ids))))
+            delta = Delta(
+                text=text,
+                token_ids=tuple(seq.unsent_ids),
+                logprobs=tuple(seq.unsent_logprobs),
+            )
+            out.append((seq.channel, delta))
             seq.unsent_ids = []
+            seq.unsent_logprobs = []
 
     def _finish(
         self,
@@ -398,15 +438,21 @@ class Scheduler:
             if seq.stops is not None:
                 result = seq.stops.feed(text)
                 text = result.text + ("" if result.stopped else seq.stops.flush())
-        usage = Usage(prompt_tokens=len(seq.prompt), completion_tokens=len(seq.output))
+        usage = Usage(
+            prompt_tokens=len(seq.prompt),
+            completion_tokens=len(seq.output),
+            reasoning_tokens=seq.thinking.reasoning_tokens if seq.thinking else 0,
+        )
         delta = Delta(
             text=text,
             token_ids=tuple(seq.unsent_ids),
             finish_reason=reason,
             stop_reason=stop_reason,
             usage=usage,
+            logprobs=tuple(seq.unsent_logprobs),
         )
         seq.unsent_ids = []
+        seq.unsent_logprobs = []
         if seq.request.request_id in self._running:
             del self._running[seq.request.request_id]
             with self._lock:
@@ -447,6 +493,34 @@ class Scheduler:
             # A closed loop (shutdown) has nobody left to tell.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_put_all, items)
+
+
+def _choose(
+    logits: torch.Tensor, seqs: Sequence[Sequence_]
+) -> list[tuple[int, TokenLogprob | None]]:
+    """Each row's next token ([B, V] logits): sampled, or forced by a thinking budget; with
+    its log probability where the request asked for them."""
+    samplers = [s.sampler for s in seqs]
+    wants = [row for row, s in enumerate(seqs) if s.request.params.logprobs is not None]
+    adjusted = None
+    if wants:
+        # Before sampling, which may overwrite its working copy of the logits.
+        adjusted = adjust_logits(logits[wants].float(), [samplers[row] for row in wants])
+    tokens: list[int] = sample(logits, samplers).tolist()
+    for row, seq in enumerate(seqs):
+        forced = seq.thinking.take_forced() if seq.thinking is not None else None
+        if forced is not None:
+            tokens[row] = forced
+            seq.thinking.observe(forced, forced=True)  # type: ignore[union-attr]
+        elif seq.thinking is not None:
+            seq.thinking.observe(tokens[row])
+    logprobs: list[TokenLogprob | None] = [None] * len(seqs)
+    if adjusted is not None:
+        top = [seqs[row].request.params.logprobs or 0 for row in wants]
+        chosen = token_logprobs(adjusted, [tokens[r] for r in wants], top)
+        for row, value in zip(wants, chosen, strict=True):
+            logprobs[row] = value
+    return list(zip(tokens, logprobs, strict=True))
 
 
 def _put_all(items: list[tuple[Channel, Delta]]) -> None:
