@@ -37,7 +37,7 @@ def _id_routes(app: SecureApp) -> list[tuple[str, str]]:
         if "{conversation_id}" in path
         for method in item
     ]
-    assert len(routes) == 9, routes  # a new route must be added to this walk
+    assert len(routes) == 10, routes  # a new route must be added to this walk
     return sorted(routes, key=lambda r: r[0] == "DELETE")  # delete last
 
 

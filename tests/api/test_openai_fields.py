@@ -74,9 +74,6 @@ def test_assistant_tool_calls_with_null_content_reach_the_template(make_client: 
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        ({"functions": [{"name": "f", "parameters": {"type": "object"}}]}, "functions"),
-        ({"function_call": "auto"}, "function_call"),
-        ({"function_call": {"name": "f"}}, "function_call"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),
         ({"stream": False, "stream_options": {"include_usage": True}}, "stream_options"),
         ({"top_logprobs": 2}, "top_logprobs"),
