@@ -8,10 +8,12 @@ Chromium.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, expect
 
 from r1serve.api.app import create_app
 from r1serve.engine.registry import build_engine
@@ -34,7 +36,27 @@ def tiny_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def smollm_url() -> Iterator[str]:
-    yield from served(None)  # the embedded default model
+    for url in served(None):  # the embedded default model
+        # A real model may talk for a thousand tokens; cap its replies the way a user would,
+        # in their own reply defaults, so the test's length is bounded on a busy machine.
+        httpx.put(f"{url}/api/me/reply-defaults", json={"max_tokens": 48}).raise_for_status()
+        yield url
+
+
+REPLY_DONE = ".chat[data-state=idle] .message.assistant:last-child:not([data-state=streaming])"
+STALL_S = 90  # no new text for this long means the reply is stuck, however busy the machine
+
+
+def wait_for_reply(page: Page) -> None:
+    """Wait until the reply ends, failing only if its text stops growing before it does."""
+    reply = page.locator(".message.assistant").last
+    seen, last_change = -1, time.monotonic()
+    while page.locator(REPLY_DONE).count() == 0:
+        size = len(reply.text_content() or "") if reply.count() else 0
+        if size != seen:
+            seen, last_change = size, time.monotonic()
+        assert time.monotonic() - last_change < STALL_S, f"reply stalled at {seen} characters"
+        page.wait_for_timeout(250)
 
 
 def ask(chromium: Browser, url: str, text: str) -> tuple[str, str | None, PageGuard]:
@@ -50,10 +72,7 @@ def ask(chromium: Browser, url: str, text: str) -> tuple[str, str | None, PageGu
         page.wait_for_selector(".chat[data-models=loaded][data-conversation]")
         page.fill(".composer-input", text)
         page.press(".composer-input", "Enter")
-        page.wait_for_selector(
-            ".chat[data-state=idle] .message.assistant:last-child:not([data-state=streaming])",
-            timeout=60_000,
-        )
+        wait_for_reply(page)
         reply = page.locator(".message.assistant").last
         expect(reply.locator(".answer")).not_to_be_empty()
         answer = reply.locator(".answer").inner_text().strip()
