@@ -319,7 +319,8 @@ class Engine(Protocol):
         ...
 
     def add_finish_listener(self, listener: FinishHook) -> None:
-        """Call ``listener`` whenever a request ends (from any thread; keep it quick)."""
+        """Call ``listener`` whenever a request ends (from any thread; keep it quick), before
+        the stream's last delta reaches the caller."""
         ...
 
     def stats(self) -> EngineStats: ...

@@ -371,6 +371,16 @@ class LlamaCppEngine:
             if self._running.pop(seq.request.request_id, None) is not None:
                 self._kv_used -= prompt_len + len(seq.output)
         usage = Usage(prompt_tokens=prompt_len, completion_tokens=len(seq.output))
+        # Finish events (metrics, usage, logs) fire before the caller sees the end, so a
+        # client that reads its last chunk finds the request already counted.
+        record = FinishedRequest(
+            seq.request.request_id, reason, prompt_len, len(seq.output), seq.timings
+        )
+        for listener in self._listeners:
+            try:
+                listener(record)
+            except Exception:  # a broken listener must not break generation
+                log.exception("finish listener failed")
         seq.send(
             Delta(
                 text=text,
@@ -381,14 +391,6 @@ class LlamaCppEngine:
             )
         )
         seq.unsent = []
-        record = FinishedRequest(
-            seq.request.request_id, reason, prompt_len, len(seq.output), seq.timings
-        )
-        for listener in self._listeners:
-            try:
-                listener(record)
-            except Exception:  # a broken listener must not break generation
-                log.exception("finish listener failed")
 
     def _expire_waiting(self) -> None:
         """Time out requests that wait past their deadline while every slot is busy."""
