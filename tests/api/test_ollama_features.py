@@ -13,6 +13,8 @@ import jsonschema
 import ollama
 import pytest
 
+from r1serve.api import ollama_tools
+from r1serve.api.ollama_schemas import ChatRequest
 from r1serve.engine.fake import FakeEngine, FakeReply
 from r1serve.engine.protocol import Constraint
 from r1serve.engine.registry import build_engine
@@ -201,6 +203,32 @@ def test_agent_round_trip_renders_the_call_and_its_result(
     call_at = prompt.index(write_call(form, "get_weather", '{"city": "Paris"}'))
     result = "18 C, sunny" if template == "r1" else "<tool_response>\n18 C, sunny\n</tool_response>"
     assert prompt.index("Weather in Paris?") < call_at < prompt.index(result)
+
+
+def test_tool_results_answer_the_calls_they_name() -> None:
+    body = ChatRequest.model_validate(
+        {
+            "model": "m",
+            "messages": [
+                *ASK,
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+                    {"function": {"name": "now", "arguments": {}}},
+                ]},
+                {"role": "tool", "content": "12:00", "tool_name": "now"},
+                {"role": "tool", "content": "18 C"},
+            ],
+        }
+    )  # fmt: skip
+    _, call, clock, weather = ollama_tools.chat_messages(body)
+    assert call["content"] is None
+    assert [c["function"] for c in call["tool_calls"]] == [
+        {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+        {"name": "now", "arguments": "{}"},
+    ]
+    ids = [c["id"] for c in call["tool_calls"]]
+    assert clock == {"role": "tool", "content": "12:00", "tool_call_id": ids[1], "name": "now"}
+    assert weather == {"role": "tool", "content": "18 C", "tool_call_id": ids[0]}
 
 
 # ---- think -----------------------------------------------------------------------------
