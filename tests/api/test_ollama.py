@@ -153,9 +153,9 @@ def test_options_map_onto_sampling_params(make_client: Build) -> None:
 @pytest.mark.parametrize(
     ("body", "words"),
     [
-        ({"format": "json"}, "format"),
-        ({"format": {"type": "object"}}, "format"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tool calling"),
+        ({"format": "yaml"}, 'format is "json" or a JSON schema'),
+        ({"format": {"type": "nope"}}, "format: the constraint cannot be compiled"),
+        ({"tools": [{"type": "function", "function": {"name": "no spaces"}}]}, "tools"),
         ({"messages": [{"role": "user", "content": "x", "images": ["aGk="]}]}, "text-only"),
         ({"options": {"typical_p": 0.5}}, "typical_p"),
         ({"options": {"temperature": "hot"}}, "temperature"),

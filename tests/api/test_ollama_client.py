@@ -77,8 +77,10 @@ def test_errors_raise_response_error_with_a_readable_message(live_server: Start)
         client.chat(model="fake-model", messages=HI, options={"temperature": -1})
     assert bad.value.status_code == 400 and bad.value.error.startswith("options.temperature")
     with pytest.raises(ollama.ResponseError) as streamed:
-        next(iter(client.chat(model="fake-model", messages=HI, format="json", stream=True)))
-    assert streamed.value.status_code == 400 and "format" in streamed.value.error
+        bad_schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": "x"}}}
+        next(iter(client.chat(model="fake-model", messages=HI, format=bad_schema, stream=True)))
+    assert streamed.value.status_code == 400, streamed.value.error
+    assert streamed.value.error.startswith("format: the constraint cannot be compiled")
     with pytest.raises(ollama.ResponseError) as embed:
         client.embed(model="fake-model", input="hello")
     assert "does not support embeddings" in embed.value.error

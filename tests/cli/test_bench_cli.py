@@ -1,16 +1,24 @@
-"""`r1serve bench`: table, JSON file, exit codes and one-line errors."""
+"""`r1serve bench`: tables that fit 100 columns, JSON file, keys, exit codes, one-line errors."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from r1serve.cli import _register, app
+from r1serve.client.bench import Bench, BenchConfig, all_failed, load_prompts
+from r1serve.client.bench_report import results_tables
+from r1serve.client.bench_stats import Distribution, LevelSummary
 from r1serve.engine.fake import FakeReply
+from support.accounts import secure_settings
 from support.api import LiveServer
 
 runner = CliRunner()
@@ -80,3 +88,95 @@ def test_every_request_failing_exits_1_after_writing_json(
     assert result.exit_code == 1
     assert "every request failed; first error: HTTP 404" in result.stderr
     assert json.loads(out.read_text())["levels"][0]["errors"] == 3
+
+
+def _keyed(live_server: Start) -> tuple[LiveServer, str]:
+    server = live_server(FakeReply(chunks=["w "] * 4), secure_settings())
+    users, keys = server.accounts.users, server.accounts.keys
+    return server, keys.create(users.by_name("admin").id).key
+
+
+SHORT = ["--concurrency", "1", "--requests", "2", "--warmup", "0", "--max-tokens", "8"]
+
+
+@pytest.mark.parametrize("named_model", [False, True])
+def test_a_401_says_where_the_key_comes_from(live_server: Start, named_model: bool) -> None:
+    server, _ = _keyed(live_server)
+    model = ["--model", "fake-model"] if named_model else []
+    no_key = {"R1SERVE_API_KEY": None}
+    missing = runner.invoke(app, ["bench", "--url", server.url, *SHORT, *model], env=no_key)
+    assert missing.exit_code == 1 and missing.stderr.strip().count("\n") == 0
+    assert "HTTP 401" in missing.stderr
+    assert "needs an API key; pass --api-key or set R1SERVE_API_KEY" in missing.stderr
+    wrong = runner.invoke(
+        app, ["bench", "--url", server.url, *SHORT, *model, "--api-key", "r1s-wrong"], env=no_key
+    )
+    assert wrong.exit_code == 1
+    assert "refused the API key; check --api-key or R1SERVE_API_KEY" in wrong.stderr
+    assert "r1s-wrong" not in wrong.stderr
+
+
+def test_the_key_from_the_environment_is_used(live_server: Start) -> None:
+    server, key = _keyed(live_server)
+    result = runner.invoke(
+        app, ["bench", "--url", server.url, *SHORT], env={"R1SERVE_API_KEY": key}
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "fake-model" in result.stdout
+
+
+def test_a_401_on_the_requests_alone_says_so_too() -> None:
+    # A server whose model list is public but whose generation needs a key.
+    transport = httpx.MockTransport(
+        lambda request: (
+            httpx.Response(401, json={"error": {"message": "API key required"}})
+            if request.url.path != "/v1/models"
+            else httpx.Response(200, json={"data": [{"id": "m"}]})
+        )
+    )
+    config = BenchConfig(url="http://bench.test", concurrency=(1,), requests=1, warmup=0)
+    run = asyncio.run(Bench(config, load_prompts("chat"), transport=transport).run())
+    assert all_failed(run, None) == (
+        "every request failed; first error: HTTP 401: API key required; "
+        "the server needs an API key; pass --api-key or set R1SERVE_API_KEY"
+    )
+
+
+def _level(concurrency: int, scale: float) -> LevelSummary:
+    big = Distribution(count=99_999, mean=123.456 * scale, p50=99.9 * scale,
+                       p95=999.99 * scale, p99=9999.99 * scale)  # fmt: skip
+    return LevelSummary(
+        concurrency=concurrency, requests=99_999, completed=99_999, errors=99_999,
+        error_messages=[], wall_s=1e5, output_tokens=10**9, output_tokens_per_s=123456.7,
+        requests_per_s=9999.99, mean_output_tokens=32768, token_count_source="usage",
+        finish_reasons={}, ended_before_max_tokens=0, ttft=big, ttfo=big, tpot=big, itl=None,
+        latency=big, client_cpu_s=1e5, client_cpu_ms_per_request=99999.9,
+        client_cpu_percent=100.0,
+    )  # fmt: skip
+
+
+def test_results_tables_fit_100_columns_without_wrapping() -> None:
+    levels = [_level(1, 1.0), _level(256, 10.0), _level(1024, 100.0)]
+    tables = results_tables(levels, "fake-model at http://127.0.0.1:8000")
+    for width in (100, 300):  # 300: the tables' own width, not squeezed to fit
+        console = Console(width=width, record=True, file=io.StringIO())
+        for table in tables:
+            console.print(table)
+        text = console.export_text()
+        lines = text.splitlines()
+        assert max(len(line) for line in lines) <= 100, text
+        assert "…" not in text, text
+        # Every cell on one line: each header and the widest values appear whole.
+        for header in ("out tok/s", "client ms/req", "client CPU %", "TTFT ms", "latency s"):
+            assert header in text
+        assert "123456.7" in text and "999999000.0" in text  # TPOT p99 at 100x, in ms
+        rows = [line for line in lines if line.startswith("│")]
+        assert len(rows) == 3 + 3 * 5  # throughput rows, then five latency rows a level
+
+
+def test_bench_output_fits_a_100_column_terminal(live_server: Start) -> None:
+    server = live_server(FakeReply(chunks=["w "] * 8))
+    result = runner.invoke(app, ["bench", "--url", server.url, *SHORT], env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.stderr
+    assert max(len(line) for line in result.stdout.splitlines()) <= 100, result.stdout
+    assert "…" not in result.stdout and "TTFO ms" in result.stdout

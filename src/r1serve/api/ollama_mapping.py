@@ -15,10 +15,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from r1serve.api.errors import validation_message
-from r1serve.api.ollama_schemas import HINT_OPTIONS, ChatRequest, GenerateRequest, Options
+from r1serve.api.ollama_schemas import (
+    HINT_OPTIONS,
+    ChatRequest,
+    GenerateRequest,
+    Options,
+    ThinkLevel,
+)
+from r1serve.api.reasoning_control import reasoning_budget, skip_reasoning
 from r1serve.api.schemas import SamplingFields
 from r1serve.api.service import CompletionService
-from r1serve.engine.protocol import Engine, Prompt, SamplingParams, output_budget
+from r1serve.engine.protocol import Engine, Prompt, SamplingParams, Tokenizer, output_budget
 from r1serve.errors import NotFoundError, RequestError
 
 log = logging.getLogger("r1serve.api")
@@ -75,24 +82,11 @@ def timestamp(seconds: float | None = None) -> str:
 
 
 def check_generation_fields(body: ChatRequest | GenerateRequest, engine: Engine) -> None:
-    """400 for fields whose feature r1serve does not have yet, with what to do instead."""
-    if body.format not in (None, ""):
-        raise RequestError(
-            "format (JSON mode and JSON schemas) is not supported by this server yet; ask for "
-            "JSON in the prompt instead",
-            param="format",
-        )
+    """400 for fields whose feature r1serve does not have, with what to do instead."""
     if body.logprobs or body.top_logprobs:
         raise RequestError("logprobs are not supported by this server", param="logprobs")
     if isinstance(body, ChatRequest):
-        if body.tools:
-            raise RequestError("tool calling is not supported by this server", param="tools")
         for message in body.messages:
-            if message.tool_calls or message.role == "tool":
-                raise RequestError(
-                    "tool calls and tool messages are not supported by this server",
-                    param="messages",
-                )
             if message.images:
                 raise _text_only(engine, "messages.images")
         return
@@ -107,11 +101,6 @@ def _text_only(engine: Engine, param: str) -> RequestError:
     return RequestError(
         f"model {engine.model_name!r} is text-only: it cannot read images", param=param
     )
-
-
-def chat_messages(body: ChatRequest) -> list[dict[str, str]]:
-    """Messages for the chat template; earlier replies' ``thinking`` never reaches the prompt."""
-    return [{"role": m.role, "content": m.content} for m in body.messages]
 
 
 def generate_messages(body: GenerateRequest) -> list[dict[str, str]]:
@@ -167,17 +156,27 @@ def fit_context(
 
 @dataclass(frozen=True, slots=True)
 class Thinking:
-    """What ``think`` asks for: whether reasoning is sent (in ``thinking``) at all."""
+    """What ``think`` asks for: whether the reasoning is sent, skipped, or has a budget."""
 
-    show: bool
-    level: str | None = None  # low|medium|high: no reasoning budgets yet, so these act as true
+    show: bool  # sent apart, in ``thinking``
+    skip: bool = False  # false: the model gets an empty thinking block and answers at once
+    level: ThinkLevel | None = None  # low|medium|high: reasoning_effort's budgets
+
+    def prompt(self, prompt: Prompt, tokenizer: Tokenizer) -> Prompt:
+        """The prompt as rendered, or with an empty thinking block under ``think: false``."""
+        return skip_reasoning(prompt, tokenizer) if self.skip else prompt
+
+    def params(self, params: SamplingParams) -> SamplingParams:
+        """A level's reasoning budget (``EFFORT_BUDGETS``), else the model's default one."""
+        budget = reasoning_budget(None, self.level, params.max_reasoning_tokens)
+        return replace(params, max_reasoning_tokens=budget)
 
 
-def thinking(think: bool | str | None) -> Thinking:
-    """``think``: unset or true sends the reasoning apart; false hides it (R1 distills always
-    reason, so false cannot make them skip it, only keep it out of the reply)."""
+def thinking(think: bool | ThinkLevel | None) -> Thinking:
+    """``think``: unset or true sends the reasoning apart; false skips it, as
+    ``reasoning_effort: "none"`` does; a level bounds it, as ``reasoning_effort`` does."""
     if think is False:
-        return Thinking(show=False)
+        return Thinking(show=False, skip=True)
     return Thinking(show=True, level=think if isinstance(think, str) else None)
 
 
@@ -209,5 +208,8 @@ class Timer:
 
 
 def done_reason(finish_reason: str | None) -> str:
-    """Ollama's ``done_reason``: ``stop`` and ``length`` as is, r1serve's others by name."""
-    return finish_reason or "stop"
+    """Ollama's ``done_reason``: ``stop`` (also after tool calls, as Ollama says) and ``length``
+    as is, r1serve's others by name."""
+    if finish_reason is None or finish_reason == "tool_calls":
+        return "stop"
+    return finish_reason

@@ -9,11 +9,13 @@ NDJSON lines are written by hand for speed.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from r1serve.api.schemas import MAX_MESSAGES, MAX_STOP_LENGTH, MAX_STOP_STRINGS
+from r1serve.api.tool_schemas import MAX_SCHEMA_CHARS, MAX_TOOLS, ToolDefinition
 from r1serve.text import check_unicode
 
 ThinkLevel = Literal["low", "medium", "high"]
@@ -76,7 +78,7 @@ HINT_OPTIONS = frozenset(
 
 
 class ToolCallFunction(_Request):
-    name: str
+    name: str = Field(max_length=256)
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -89,8 +91,8 @@ class Message(_Request):
     content: str = ""
     thinking: str | None = None  # an earlier reply's reasoning; never reaches the prompt
     images: list[str] | None = Field(None, max_length=MAX_IMAGES)
-    tool_calls: list[ToolCall] | None = None
-    tool_name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(None, max_length=MAX_TOOLS)
+    tool_name: str | None = Field(None, max_length=256)
 
     _check = field_validator("content")(_unicode)
 
@@ -105,10 +107,19 @@ class _Generating(_Request):
     logprobs: bool | None = None
     top_logprobs: int | None = None
 
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if isinstance(value, str) and value not in ("", "json"):
+            raise ValueError('format is "json" or a JSON schema object')
+        if isinstance(value, dict) and len(json.dumps(value)) > MAX_SCHEMA_CHARS:
+            raise ValueError(f"a JSON schema is at most {MAX_SCHEMA_CHARS} characters")
+        return value
+
 
 class ChatRequest(_Generating):
     messages: list[Message] = Field(default_factory=list, max_length=MAX_MESSAGES)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ToolDefinition] | None = Field(None, max_length=MAX_TOOLS)
 
 
 class GenerateRequest(_Generating):

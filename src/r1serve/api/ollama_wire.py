@@ -20,6 +20,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from r1serve.api.ollama_tools import ollama_calls
 from r1serve.api.service import Output
 from r1serve.errors import EngineError, R1ServeError
 
@@ -83,14 +84,15 @@ def error_line(exc: R1ServeError) -> Line:
 
 async def reply_lines(
     outputs: AsyncIterator[Output],
-    piece: Callable[[str, str], Line],
+    piece: Callable[[str, str, list[Line]], Line],
     last: Callable[[str | None, int, int], Line],
     *,
     show_thinking: bool,
     on_output: Callable[[], None],
 ) -> AsyncIterator[Line]:
-    """Lines of one streamed reply: ``piece(content, thinking)`` per output with text, then
-    ``last(finish_reason, prompt_tokens, eval_tokens)``; a failure mid-stream is an error line."""
+    """Lines of one streamed reply: ``piece(content, thinking, tool_calls)`` per output with
+    text or whole tool calls, then ``last(finish_reason, prompt_tokens, eval_tokens)``; a failure
+    mid-stream is an error line."""
     async with aclosing(outputs):  # type: ignore[type-var]
         try:
             async for out in outputs:
@@ -98,9 +100,10 @@ async def reply_lines(
                     yield error_line(EngineError("the model failed while generating"))
                     return
                 thinking = out.reasoning if show_thinking else ""
-                if out.content or thinking:
+                calls = ollama_calls(out.tool_calls) if out.tool_calls else []
+                if out.content or thinking or calls:
                     on_output()
-                    yield piece(out.content, thinking)
+                    yield piece(out.content, thinking, calls)
                 if out.finish_reason is not None:
                     usage = out.usage
                     prompt, completion = (

@@ -84,14 +84,18 @@ def offered_tools(req: ChatCompletionRequest) -> list[dict[str, Any]] | None:
 
 def tool_setup(req: ChatCompletionRequest, prompt: Prompt) -> ToolSetup | None:
     """What to parse, if this request offered tools."""
-    tools = offered_tools(req)
+    return setup_for(offered_tools(req), prompt, parallel=req.parallel_tool_calls is not False)
+
+
+def setup_for(
+    tools: Sequence[dict[str, Any]] | None, prompt: Prompt, *, parallel: bool = True
+) -> ToolSetup | None:
+    """What to parse out of answers to ``prompt``, rendered with these tool definitions."""
     if not tools:
         return None
     form = prompt.tool_format if prompt.tool_format in _FORMATS else "hermes"
     return ToolSetup(
-        names=frozenset(t["function"]["name"] for t in tools),
-        form=form,
-        parallel=req.parallel_tool_calls is not False,
+        names=frozenset(t["function"]["name"] for t in tools), form=form, parallel=parallel
     )
 
 
@@ -113,9 +117,18 @@ def chat_constraint(req: ChatCompletionRequest, prompt: Prompt) -> Constraint | 
     if fmt is None or fmt.type == "text":
         return None
     if fmt.type == "json_object":
-        return Constraint("json_object", "", after=after)
+        return json_constraint(None, prompt)
     assert fmt.json_schema is not None
-    return Constraint("json_schema", json.dumps(fmt.json_schema.schema_), after=after)
+    return json_constraint(json.dumps(fmt.json_schema.schema_), prompt)
+
+
+def json_constraint(schema: str | None, prompt: Prompt) -> Constraint:
+    """Any JSON object (``schema`` None) or JSON valid under the schema's JSON text; with an
+    R1 prompt that opened the reasoning, from the answer on."""
+    after = THINK_CLOSE if prompt.opens_reasoning else None
+    if schema is None:
+        return Constraint("json_object", "", after=after)
+    return Constraint("json_schema", schema, after=after)
 
 
 def _forced_tools(req: ChatCompletionRequest) -> list[dict[str, Any]] | None:

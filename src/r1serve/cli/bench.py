@@ -110,11 +110,11 @@ def bench(
     output: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
 ) -> None:
     """Measure TTFT, TTFO, TPOT, ITL, latency and throughput of an OpenAI-compatible server."""
-    from r1serve.client.bench import Bench, BenchConfig, load_prompts, parse_concurrency
+    from r1serve.client.bench import Bench, BenchConfig, all_failed, load_prompts, parse_concurrency
     from r1serve.client.bench_report import (
         load_average,
         machine_info,
-        results_table,
+        results_tables,
         run_document,
         write_json,
     )
@@ -150,7 +150,9 @@ def bench(
         finally:
             bar.close()
         machine["load_average_end"] = load_average()
-        stdout_console().print(results_table(run.levels, f"{run.model} at {url}"))
+        out = stdout_console()
+        for table in results_tables(run.levels, f"{run.model} at {url}"):
+            out.print(table)
         for level in run.levels:
             for message in level.error_messages:
                 err.print(f"concurrency {level.concurrency}: {message}", style="red", markup=False)
@@ -161,5 +163,4 @@ def bench(
             write_json(output, document)
             err.print(f"results written to {output}")
         if not any(level.completed for level in run.levels):
-            first = next((m for level in run.levels for m in level.error_messages), "no output")
-            raise R1ServeError(f"every request failed; first error: {first}")
+            raise R1ServeError(all_failed(run, config.api_key))

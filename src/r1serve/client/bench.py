@@ -204,6 +204,20 @@ def _error_text(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}: {' '.join(str(message).split())[:300]}"
 
 
+def key_hint(api_key: str | None) -> str:
+    """What to do about a 401: where the key comes from (``--api-key`` or the environment)."""
+    if api_key:
+        return "the server refused the API key; check --api-key or R1SERVE_API_KEY"
+    return "the server needs an API key; pass --api-key or set R1SERVE_API_KEY"
+
+
+def all_failed(run: BenchRun, api_key: str | None) -> str:
+    """The error of a run in which no request succeeded: the first one, and what to do on a 401."""
+    first = next((m for level in run.levels for m in level.error_messages), "no output")
+    hint = f"; {key_hint(api_key)}" if first.startswith("HTTP 401") else ""
+    return f"every request failed; first error: {first}{hint}"
+
+
 def chunk_text(chunk: Mapping[str, Any]) -> tuple[str, str, str | None]:
     """(reasoning, answer, finish_reason) of a chat or completion chunk's first choice."""
     choices = chunk.get("choices") or []
@@ -305,6 +319,11 @@ class Bench:
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__
             raise R1ServeError(f"cannot reach {self.config.url}: {reason}") from None
+        if response.status_code == 401:
+            raise R1ServeError(
+                f"{self.config.url}/v1/models answered {_error_text(response)}; "
+                f"{key_hint(self.config.api_key)}"
+            )
         if response.status_code != 200:
             if self.config.model:  # some servers lack /v1/models; the model was named anyway
                 return []

@@ -103,53 +103,59 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 
-def _ms(dist: Distribution | None) -> str:
-    if dist is None:
-        return "-"
-    return f"{dist.p50 * 1000:.0f} / {dist.p95 * 1000:.0f} / {dist.p99 * 1000:.0f}"
+# Latency rows: (label, the level's distribution, seconds -> shown unit, digits).
+_LATENCIES: tuple[tuple[str, str, float, int], ...] = (
+    ("TTFT ms", "ttft", 1000.0, 0),
+    ("TTFO ms", "ttfo", 1000.0, 0),
+    ("TPOT ms", "tpot", 1000.0, 1),
+    ("ITL ms", "itl", 1000.0, 1),
+    ("latency s", "latency", 1.0, 2),
+)
 
 
-def _s(dist: Distribution | None) -> str:
-    if dist is None:
-        return "-"
-    return f"{dist.p50:.2f} / {dist.p95:.2f} / {dist.p99:.2f}"
-
-
-def results_table(levels: list[LevelSummary], title: str) -> Table:
-    """One row per concurrency level; latencies as p50 / p95 / p99."""
+def _table(title: str, columns: list[tuple[str, str]]) -> Table:
+    # no_wrap: a narrow terminal crops a cell (with "…") rather than breaking a number in two.
     table = Table(title=title, header_style="bold", title_justify="left")
-    columns = [
-        ("conc", "right"),
-        ("ok", "right"),
-        ("err", "right"),
-        ("out tok/s", "right"),
-        ("req/s", "right"),
-        ("tok/req", "right"),
-        ("TTFT ms", "right"),
-        ("TTFO ms", "right"),
-        ("TPOT ms", "right"),
-        ("ITL ms", "right"),
-        ("latency s", "right"),
-        ("client CPU ms/req", "right"),
-        ("client CPU %", "right"),
-    ]
     for name, justify in columns:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    return table
+
+
+def results_tables(levels: list[LevelSummary], title: str) -> list[Table]:
+    """Throughput (one row per concurrency level) and latencies (p50/p95/p99 per level and
+    metric): two tables, each well inside 100 columns, where one wide one would wrap."""
+    throughput = _table(
+        title,
+        [("conc", "right"), ("ok", "right"), ("err", "right"), ("out tok/s", "right"),
+         ("req/s", "right"), ("tok/req", "right"), ("client ms/req", "right"),
+         ("client CPU %", "right")],
+    )  # fmt: skip
     for level in levels:
-        table.add_row(
+        throughput.add_row(
             str(level.concurrency),
             str(level.completed),
             f"[red]{level.errors}[/red]" if level.errors else "0",
             f"{level.output_tokens_per_s:.1f}",
             f"{level.requests_per_s:.2f}",
             f"{level.mean_output_tokens:.0f}",
-            _ms(level.ttft),
-            _ms(level.ttfo),
-            _ms(level.tpot),
-            _ms(level.itl),
-            _s(level.latency),
             f"{level.client_cpu_ms_per_request:.1f}",
             f"{level.client_cpu_percent:.1f}",
         )
-    table.caption = "latencies: p50 / p95 / p99"
-    return table
+    throughput.caption = "client: the benchmark's own CPU time"
+    latency = _table(
+        "latencies",
+        [("conc", "right"), ("metric", "left"), ("p50", "right"), ("p95", "right"),
+         ("p99", "right"), ("mean", "right")],
+    )  # fmt: skip
+    for level in levels:
+        for n, (label, name, scale, digits) in enumerate(_LATENCIES):
+            dist: Distribution | None = getattr(level, name)
+            values = (
+                [f"{v * scale:.{digits}f}" for v in (dist.p50, dist.p95, dist.p99, dist.mean)]
+                if dist is not None
+                else ["-"] * 4
+            )
+            last = n == len(_LATENCIES) - 1
+            latency.add_row(str(level.concurrency) if n == 0 else "", label, *values,
+                            end_section=last)  # fmt: skip
+    return [throughput, latency]

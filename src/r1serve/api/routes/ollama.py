@@ -7,6 +7,7 @@ quotas, usage records and limits as the OpenAI routes. Errors are ``{"error": "â
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Annotated, Any
 
 import anyio
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse
 from r1serve import __version__
 from r1serve.api import ollama_mapping as mapping
 from r1serve.api import ollama_models as models
+from r1serve.api import ollama_tools
 from r1serve.api.deps import get_service, get_settings, request_id, unless_disconnected
 from r1serve.api.metering import Admitted
 from r1serve.api.ollama_pull import pull_lines, target_of
@@ -29,6 +31,7 @@ from r1serve.api.ollama_schemas import (
 from r1serve.api.ollama_wire import Line, NDJSONResponse, reply_lines
 from r1serve.api.security import Admin
 from r1serve.api.service import CompletionService
+from r1serve.api.tools import ToolSetup, setup_for, with_tool_calls
 from r1serve.catalog.pull import PullOptions
 from r1serve.catalog.store import list_models, remove_model
 from r1serve.engine.protocol import Prompt
@@ -72,29 +75,43 @@ async def _reply(
     model: str,
     prompt: Prompt,
     text_field: str,
+    *,
     split_reasoning: bool = True,
+    tools: ToolSetup | None = None,
 ) -> Response:
     """Run ``prompt``; stream NDJSON lines or answer one object, under ``text_field``."""
+    think = mapping.thinking(body.think)
     params = mapping.fit_context(
         service.engine, prompt, mapping.sampling(service, body.options), body.options
     )
-    think = mapping.thinking(body.think)
-    timer = mapping.Timer()
-    outputs = await service.start(
-        request_id(request, "ollama"), [prompt], params, split_reasoning=split_reasoning
+    params = replace(
+        think.params(params), constraint=ollama_tools.format_constraint(body.format, prompt)
     )
+    timer = mapping.Timer()
+    try:
+        outputs = await service.start(
+            request_id(request, "ollama"), [prompt], params, split_reasoning=split_reasoning
+        )
+    except RequestError as exc:
+        if exc.param != "response_format":
+            raise
+        raise RequestError(f"format: {exc.message}", param="format") from None
+    if tools is not None:
+        outputs = with_tool_calls(outputs, tools, 1)
 
-    def piece(content: str, thinking: str) -> Line:
-        text: dict[str, str] = {"content" if text_field == "message" else "response": content}
+    def piece(content: str, thinking: str, calls: list[Line]) -> Line:
+        text: dict[str, Any] = {"content" if text_field == "message" else "response": content}
         if thinking:
             text["thinking"] = thinking
+        if calls:
+            text["tool_calls"] = calls
         if text_field == "message":
             return {"model": model, "created_at": mapping.timestamp(),
                     "message": {"role": "assistant", **text}, "done": False}  # fmt: skip
         return {"model": model, "created_at": mapping.timestamp(), **text, "done": False}
 
     def last(finish: str | None, prompt_tokens: int, eval_tokens: int) -> Line:
-        end = piece("", "")
+        end = piece("", "", [])
         end.update(done=True, done_reason=mapping.done_reason(finish))
         end.update(timer.stats(prompt_tokens, eval_tokens))
         return end
@@ -107,9 +124,10 @@ async def _reply(
 
 
 async def _gather(lines: AsyncIterator[Line], text_field: str) -> Line:
-    """One object from a reply's lines: the texts joined, the last line's stats."""
+    """One object from a reply's lines: the texts and tool calls joined, the last line's stats."""
     content: list[str] = []
     thinking: list[str] = []
+    calls: list[Line] = []
     async for obj in lines:
         if "error" in obj:
             raise EngineError(str(obj["error"]))
@@ -117,25 +135,38 @@ async def _gather(lines: AsyncIterator[Line], text_field: str) -> Line:
         key = "content" if text_field == "message" else "response"
         content.append(holder.get(key, ""))
         thinking.append(holder.get("thinking", ""))
+        calls.extend(holder.get("tool_calls", ()))
         if obj["done"]:
             holder[key] = "".join(content)
             if any(thinking):
                 holder["thinking"] = "".join(thinking)
+            if calls:
+                holder["tool_calls"] = calls
             return obj
     raise EngineError("the reply ended without a last line")
 
 
 @router.post("/api/chat", dependencies=[Admitted])
 async def chat(body: ChatRequest, request: Request, service: Service, settings: Config) -> Response:
-    """Chat: NDJSON lines by default, one object with ``"stream": false``."""
+    """Chat: NDJSON lines by default, one object with ``"stream": false``; ``tools`` offered
+    come back as ``message.tool_calls``."""
     model = mapping.served_model(service, body.model)
     mapping.check_generation_fields(body, service.engine)
     if not body.messages:
         return JSONResponse(
             {**_loaded(model, body.keep_alive), "message": {"role": "assistant", "content": ""}}
         )
-    prompt = service.engine.render_chat(mapping.chat_messages(body))
-    return await _reply(request, service, settings, body, model, prompt, "message")
+    messages, offered = ollama_tools.chat_messages(body), ollama_tools.offered_tools(body)
+    think = mapping.thinking(body.think)
+    engine = service.engine
+
+    def render() -> Prompt:
+        rendered = engine.render_chat(messages, tools=offered)
+        return think.prompt(rendered, engine.tokenizer)
+
+    prompt = await service.prompts.prepare(sum(len(m.content) for m in body.messages), render)
+    tools = setup_for(offered, prompt)
+    return await _reply(request, service, settings, body, model, prompt, "message", tools=tools)
 
 
 @router.post("/api/generate", dependencies=[Admitted])
@@ -148,10 +179,20 @@ async def generate(
     if not body.prompt:
         return JSONResponse({**_loaded(model, body.keep_alive), "response": ""})
     if body.raw:
-        prompt = service.text_prompt(body.prompt)
+        [raw] = await service.prepare_texts([body.prompt])
         split = body.think is not None  # raw text is the client's own template
-        return await _reply(request, service, settings, body, model, prompt, "response", split)
-    prompt = service.engine.render_chat(mapping.generate_messages(body))
+        return await _reply(
+            request, service, settings, body, model, raw, "response", split_reasoning=split
+        )
+    think = mapping.thinking(body.think)
+    engine = service.engine
+    messages = mapping.generate_messages(body)
+
+    def render() -> Prompt:
+        return think.prompt(engine.render_chat(messages), engine.tokenizer)
+
+    chars = len(body.prompt) + len(body.system or "")
+    prompt = await service.prompts.prepare(chars, render, param="prompt")
     return await _reply(request, service, settings, body, model, prompt, "response")
 
 
