@@ -14,6 +14,7 @@ from support.conversations import create, detail, events_of, final_message, post
 
 PREFIX = "/api/conversations"
 BODIES = {"PATCH": {"title": "mine now"}, "POST": {"content": "hijack"}}
+TOOL_RESULTS = {"results": [{"tool_call_id": "call_1", "content": "hijack"}]}
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def _id_routes(app: SecureApp) -> list[tuple[str, str]]:
         if "{conversation_id}" in path
         for method in item
     ]
-    assert len(routes) == 10, routes  # a new route must be added to this walk
+    assert len(routes) == 11, routes  # a new route must be added to this walk
     return sorted(routes, key=lambda r: r[0] == "DELETE")  # delete last
 
 
@@ -65,6 +66,8 @@ def test_another_users_conversation_is_404_on_every_route(app: SecureApp) -> Non
                 continue  # Bob's own conversation: only Ada's message ids are foreign
             path = _fill(template, conversation, message)
             body = BODIES.get(method) if method in ("PATCH", "POST") else None
+            if template.endswith("/tool-results"):
+                body = TOOL_RESULTS
             response = client.request(method, path, json=body, headers=bob)
             assert response.status_code == 404, (method, path, response.text)
             error = response.json()["error"]

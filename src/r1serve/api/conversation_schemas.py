@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from r1serve.conversations import ConversationRecord, MessageRecord, ReplySettings
+from r1serve.api.tool_schemas import MAX_TOOLS, FunctionCallOut, ToolCallOut
+from r1serve.conversations import ConversationRecord, ConversationSettings, MessageRecord
 from r1serve.conversations.records import check_text
 from r1serve.conversations.transfer import MAX_MESSAGE, MAX_SYSTEM_PROMPT, MAX_TITLE
 
@@ -32,14 +33,14 @@ class ConversationCreate(_Input):
     model: Annotated[str, Field(max_length=512)] | None = Field(
         None, description="The served model's id; default: it."
     )
-    settings: ReplySettings = ReplySettings()
+    settings: ConversationSettings = ConversationSettings()
 
 
 class ConversationPatch(_Input):
     title: Annotated[Text, Field(max_length=MAX_TITLE)] | None = None
     system_prompt: Annotated[Text, Field(max_length=MAX_SYSTEM_PROMPT)] | None = None
     model: Annotated[str, Field(max_length=512)] | None = None
-    settings: ReplySettings | None = None
+    settings: ConversationSettings | None = None
     current_leaf_id: Id | None = Field(
         None,
         description="Show the branch through this message (down to its newest leaf); "
@@ -59,6 +60,17 @@ class MessageEdit(_Input):
     content: Annotated[Text, Field(min_length=1, max_length=MAX_MESSAGE)]
 
 
+class ToolResult(_Input):
+    tool_call_id: Annotated[str, Field(min_length=1, max_length=256)]
+    content: Annotated[Text, Field(max_length=MAX_MESSAGE)]
+
+
+class ToolResultsPost(_Input):
+    results: list[ToolResult] = Field(
+        min_length=1, max_length=MAX_TOOLS, description="One result for each call of the reply."
+    )
+
+
 class SiblingsOut(BaseModel):
     index: int
     count: int
@@ -68,7 +80,7 @@ class SiblingsOut(BaseModel):
 class MessageOut(BaseModel):
     id: str
     parent_id: str | None
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "tool"]
     content: str
     reasoning: str
     status: Literal["complete", "generating", "stopped", "incomplete", "error"]
@@ -81,6 +93,8 @@ class MessageOut(BaseModel):
     finished_at: datetime | None
     dropped_turns: int
     siblings: SiblingsOut
+    tool_calls: list[ToolCallOut] | None = Field(None, description="An assistant's calls.")
+    tool_call_id: str | None = Field(None, description="A tool message: the call it answers.")
 
     @classmethod
     def of(cls, record: MessageRecord) -> MessageOut:
@@ -104,7 +118,20 @@ class MessageOut(BaseModel):
                 count=record.siblings.count,
                 ids=list(record.siblings.ids),
             ),
+            tool_calls=[tool_call_out(call) for call in record.tool_calls] or None,
+            tool_call_id=record.tool_call_id,
         )
+
+
+def tool_call_out(call: dict[str, Any]) -> ToolCallOut:
+    """A stored call in OpenAI's shape."""
+    function = call.get("function") or {}
+    return ToolCallOut(
+        id=str(call.get("id", "")),
+        function=FunctionCallOut(
+            name=str(function.get("name", "")), arguments=str(function.get("arguments", ""))
+        ),
+    )
 
 
 def message_json(record: MessageRecord) -> dict[str, Any]:

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
+from pydantic import ValidationError
 from sse_starlette import ServerSentEvent
 
+from r1serve.api import tools
 from r1serve.api.access import AccessWatch, revocable
 from r1serve.api.conversation_schemas import (
     ConversationCreate,
     ConversationPatch,
     MessageEdit,
     MessagePost,
+    ToolResultsPost,
 )
 from r1serve.api.reasoning_control import reasoning_budget, skip_reasoning
 from r1serve.api.replies import ReplyManager
@@ -36,6 +39,7 @@ from r1serve.api.reply_events import (
 )
 from r1serve.api.schemas import SamplingFields
 from r1serve.api.service import CompletionService
+from r1serve.api.tool_schemas import ToolOptions
 from r1serve.auth import Principal
 from r1serve.conversations import (
     ConversationChanges,
@@ -50,6 +54,7 @@ from r1serve.conversations import (
     ReplyResult,
     ReplySettings,
     ReplyStart,
+    ToolResultDraft,
     build_history_prompt,
     decode_cursor,
     encode_cursor,
@@ -61,6 +66,7 @@ from r1serve.conversations.continuing import (
     resume_reply,
 )
 from r1serve.conversations.defaults import ReplyDefaultsStore, merged, page_reply_cap
+from r1serve.conversations.prompting import current_turn
 from r1serve.conversations.transfer import export_json, export_markdown
 from r1serve.engine.protocol import SamplingParams
 from r1serve.errors import R1ServeError, RequestError
@@ -69,6 +75,21 @@ from r1serve.storage import Database
 ExportFormat = Literal["json", "markdown"]
 Events = AsyncIterator[ServerSentEvent]
 STOP_WAIT_S = 15.0  # how long a Stop waits for another server to end its reply
+TOOL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls")
+
+
+def tool_options(settings: Mapping[str, Any]) -> ToolOptions:
+    """A conversation's tools, checked like a chat request's; 400 that says what is wrong."""
+    fields = {name: settings[name] for name in TOOL_FIELDS if settings.get(name) is not None}
+    try:
+        return ToolOptions.model_validate(fields, strict=False)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        raise RequestError(
+            f"settings{'.' + where if where else ''}: {message}", param="settings"
+        ) from None
 
 
 class HistoryService:
@@ -119,6 +140,7 @@ class HistoryService:
             model=self.completions.check_model(body.model),
             settings=body.settings.stored(),
         )
+        tool_options(draft.settings)
         return self.store.create(caller.user_id, draft)
 
     def page(
@@ -149,6 +171,7 @@ class HistoryService:
             changes["model"] = None if model is None else self.completions.check_model(model)
         if "settings" in fields:
             changes["settings"] = body.settings.stored() if body.settings else {}
+            tool_options(changes["settings"])
         if "current_leaf_id" in fields:
             changes["current_leaf_id"] = body.current_leaf_id
         return self.store.update(caller.user_id, conversation_id, changes)
@@ -199,6 +222,21 @@ class HistoryService:
         assert context.reply_to is not None
         return await self._reply(caller, context, context.reply_to.content, new_question=False)
 
+    async def tool_results(
+        self, caller: Principal, conversation_id: str, message_id: str, body: ToolResultsPost
+    ) -> Events:
+        """Store the results of reply ``message_id``'s tool calls, and stream the next reply."""
+        call_ids = [result.tool_call_id for result in body.results]
+        context = await anyio.to_thread.run_sync(
+            self.store.context_for_tool_results,
+            caller.user_id,
+            conversation_id,
+            message_id,
+            call_ids,
+        )
+        drafts = tuple(ToolResultDraft(new_id(), r.tool_call_id, r.content) for r in body.results)
+        return await self._reply(caller, context, "", new_question=False, tool_results=drafts)
+
     async def edit(
         self, caller: Principal, conversation_id: str, message_id: str, body: MessageEdit
     ) -> Events:
@@ -218,15 +256,18 @@ class HistoryService:
         context, partial = found.context, found.partial
         assert context.reply_to is not None
         conversation = context.conversation
-        settings = ReplySettings.model_validate(dict(conversation.settings), strict=False)
+        settings = merged(conversation.settings, {})
+        offered = tool_options(conversation.settings)
         engine = self.completions.engine
+        older, turn = current_turn(context.history, [context.reply_to.chat_entry()])
         built = await anyio.to_thread.run_sync(
             lambda: build_history_prompt(
                 engine,
                 system_prompt=conversation.system_prompt,
-                history=context.history,
-                question=context.reply_to.content,  # type: ignore[union-attr]
+                history=older,
+                question=turn,
                 max_tokens=settings.max_tokens,
+                tools=tools.offered_tools(offered),
             )
         )
         prompt = continued_prompt(built.prompt, partial, engine.tokenizer)
@@ -254,26 +295,39 @@ class HistoryService:
             )
         except R1ServeError as exc:
             return await self._not_started(started, exc, fmt)
+        setup = tools.tool_setup(offered, prompt)
+        if setup is not None:
+            outputs = tools.with_tool_calls(outputs, setup, 1)
         reply = self.replies.launch(started, outputs, resumed=partial)
         return sse(reply.subscribe(), None, fmt)
 
     async def _reply(
-        self, caller: Principal, context: ReplyContext, question: str, *, new_question: bool
+        self,
+        caller: Principal,
+        context: ReplyContext,
+        question: str,
+        *,
+        new_question: bool,
+        tool_results: tuple[ToolResultDraft, ...] = (),
     ) -> Events:
         conversation = context.conversation
         # The conversation's settings over the user's defaults; no cap set: the page's cap.
         user_defaults = await anyio.to_thread.run_sync(self.defaults.get, caller.user_id)
         settings = merged(conversation.settings, user_defaults)
+        offered = tool_options(conversation.settings)
         engine = self.completions.engine
-        # Old turns may be dropped to fit; the system prompt and the question never are.
+        asked = _asked(context, question, new_question, tool_results)
+        older, turn = current_turn(context.history, asked)
+        # Old turns may be dropped to fit; the system prompt and the current turn never are.
         built = await self.completions.prompts.prepare(
-            len(conversation.system_prompt) + len(question),
+            len(conversation.system_prompt) + sum(len(entry["content"] or "") for entry in asked),
             lambda: build_history_prompt(
                 engine,
                 system_prompt=conversation.system_prompt,
-                history=context.history,
-                question=question,
+                history=older,
+                question=turn,
                 max_tokens=settings.max_tokens,
+                tools=tools.offered_tools(offered),
             ),
             param="content",
         )
@@ -284,6 +338,7 @@ class HistoryService:
             prompt = skip_reasoning(prompt, engine.tokenizer)
             max_tokens = min(max_tokens, engine.context_length - len(prompt.token_ids))
         params = self._sampling(settings, max_tokens)
+        params = replace(params, constraint=tools.tool_constraint(offered, prompt))
         plan = ReplyPlan(
             assistant_message_id=new_id(),
             model=engine.model_name,
@@ -294,6 +349,7 @@ class HistoryService:
             user_message_id=new_id() if new_question else None,
             user_content=question if new_question else None,
             reply_to=None if new_question or context.reply_to is None else context.reply_to.id,
+            tool_results=tool_results,
         )
         started = await anyio.to_thread.run_sync(
             self.store.begin_reply, caller.user_id, conversation.id, plan
@@ -309,6 +365,9 @@ class HistoryService:
             )
         except R1ServeError as exc:
             return await self._not_started(started, exc, fmt)
+        setup = tools.tool_setup(offered, prompt)
+        if setup is not None:  # calls are parsed out of the answer as on /v1/chat/completions
+            outputs = tools.with_tool_calls(outputs, setup, 1)
         reply = self.replies.launch(started, outputs)
         return sse(reply.subscribe(), None, fmt)
 
@@ -400,6 +459,23 @@ class HistoryService:
         return await anyio.to_thread.run_sync(
             self.store.message, caller.user_id, conversation_id, message_id
         )
+
+
+def _asked(
+    context: ReplyContext,
+    question: str,
+    new_question: bool,
+    tool_results: tuple[ToolResultDraft, ...],
+) -> list[dict[str, Any]]:
+    """The chat entries a reply answers: new tool results, a new question, or the old one."""
+    if tool_results:
+        return [
+            {"role": "tool", "tool_call_id": r.tool_call_id, "content": r.content}
+            for r in tool_results
+        ]
+    if new_question or context.reply_to is None:
+        return [{"role": "user", "content": question}]
+    return [context.reply_to.chat_entry()]
 
 
 async def _iterate(events: Iterable[ReplyEvent]) -> AsyncIterator[ReplyEvent]:

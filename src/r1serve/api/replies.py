@@ -21,6 +21,7 @@ import anyio
 
 from r1serve.api.reply_events import ReplyEvent, final_events, start_event
 from r1serve.api.service import REPETITION, Output
+from r1serve.api.tools import ToolCallDelta, whole_calls
 from r1serve.conversations import (
     ConversationStore,
     MessageRecord,
@@ -42,7 +43,7 @@ FINAL_SAVE_ATTEMPTS = 5
 
 def status_of(finish_reason: str | None) -> tuple[MessageStatus, str | None]:
     """A reply's status (and error) from how the engine ended it."""
-    if finish_reason in ("stop", "length", REPETITION):
+    if finish_reason in ("stop", "length", "tool_calls", REPETITION):
         return "complete", None
     if finish_reason == "error":
         return "error", ENGINE_FAILED
@@ -81,6 +82,7 @@ class Reply:
         self._heartbeat_s = heartbeat_s
         self._reasoning: list[str] = []
         self._content: list[str] = []
+        self._call_pieces: list[ToolCallDelta] = []
         self._length = 0
         self._tokens = 0
         self._unsaved_tokens = 0
@@ -226,6 +228,7 @@ class Reply:
             self._reasoning_s = time.monotonic() - self._started
         if content:
             self._content.append(content)
+        self._call_pieces.extend(output.tool_calls)
         if reasoning or content:
             self._length += len(reasoning) + len(content)
             self._publish(ReplyEvent(self._length, "chunk", reasoning=reasoning, content=content))
@@ -235,7 +238,24 @@ class Reply:
     def _progress(self) -> ReplyProgress:
         self._unsaved_tokens = 0
         self._dirty = False
-        return ReplyProgress("".join(self._content), "".join(self._reasoning), self._tokens)
+        return ReplyProgress(
+            "".join(self._content), "".join(self._reasoning), self._tokens, self._tool_calls()
+        )
+
+    def _tool_calls(self) -> tuple[dict[str, Any], ...]:
+        """The calls parsed so far, in OpenAI's shape (each is whole once it is released)."""
+        calls = whole_calls(self._call_pieces)
+        return tuple(
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {
+                    "name": storable(call.function.name),
+                    "arguments": storable(call.function.arguments),
+                },
+            }
+            for call in calls
+        )
 
     async def _save_loop(self) -> None:
         """Save while generating: a batch of tokens, a flush interval, or a heartbeat."""
@@ -283,6 +303,7 @@ class Reply:
             finish_reason=finish,
             error=error,
             reasoning_seconds=None if reasoning_s is None else round(reasoning_s, 3),
+            tool_calls=self._tool_calls(),
         )
         for attempt in range(FINAL_SAVE_ATTEMPTS):
             try:

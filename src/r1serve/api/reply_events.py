@@ -7,7 +7,9 @@ from the database (a finished reply, or one another server writes) agree on ever
 - a text chunk's id is the number of characters of reasoning plus answer up to and including
   it (reasoning always comes before the answer, so the text is reasoning + answer);
 - the finish chunk, ``done`` (or ``error``) and ``[DONE]`` follow at N+1, N+2 and N+3, where N
-  is the length of the whole text.
+  is the length of the whole text. A reply that called tools carries its whole calls in the
+  finish chunk (``delta.tool_calls``, OpenAI's streamed shape, ``finish_reason: "tool_calls"``):
+  calls are parsed only once complete, so they are known at the end, live and in replays alike.
 
 "Everything after ``Last-Event-ID: k``" is then the text after offset k, plus what follows;
 ``done`` (or ``error``) and the end come whatever k is, so every reattach ends well-formed.
@@ -44,6 +46,7 @@ class ReplyEvent:
     content: str = ""
     finish_reason: str | None = None
     data: dict[str, Any] | None = None
+    tool_calls: tuple[dict[str, Any], ...] = ()  # the finish chunk's, in OpenAI's stored shape
 
     @property
     def offset(self) -> int:
@@ -59,7 +62,7 @@ class ChunkFormat:
     model: str
     created: int
 
-    def chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> str:
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> str:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return _dumps(
             {
@@ -117,7 +120,14 @@ def final_events(
     """Finish chunk, done or error, and the end, after ``length`` characters of text."""
     events: list[ReplyEvent] = []
     if message is not None and message.finish_reason is not None:
-        events.append(ReplyEvent(length + 1, "finish", finish_reason=message.finish_reason))
+        events.append(
+            ReplyEvent(
+                length + 1,
+                "finish",
+                finish_reason=message.finish_reason,
+                tool_calls=message.tool_calls,
+            )
+        )
     if error is None and message is not None and message.status == "error":
         error = R1ServeError(message.error or "the reply failed")
     if error is not None:
@@ -196,7 +206,9 @@ def render(event: ReplyEvent, after: int | None, fmt: ChunkFormat) -> ServerSent
             delta["content"] = content
         return ServerSentEvent(data=fmt.chunk(delta), id=event_id)
     if event.kind == "finish":
-        return ServerSentEvent(data=fmt.chunk({}, event.finish_reason), id=event_id)
+        calls = [{"index": index, **call} for index, call in enumerate(event.tool_calls)]
+        ending = {"tool_calls": calls} if calls else {}
+        return ServerSentEvent(data=fmt.chunk(ending, event.finish_reason), id=event_id)
     if event.kind == "end":
         return ServerSentEvent(data=DONE, id=event_id)
     return ServerSentEvent(data=_dumps(event.data), event=event.kind, id=event_id)

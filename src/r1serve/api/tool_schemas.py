@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from r1serve.text import check_unicode
 
@@ -48,6 +48,25 @@ class NamedToolChoice(_Wire):
 
 
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+class ToolOptions(_Wire):
+    """The tools of a stored conversation (its settings), checked like a chat request's."""
+
+    tools: list[ToolDefinition] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+
+    @model_validator(mode="after")
+    def _choice_names_a_tool(self) -> ToolOptions:
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            names = {t.function.name for t in self.tools or ()}
+            if choice.function.name not in names:
+                raise ValueError(f"tool_choice names {choice.function.name!r}, not one of tools")
+        elif choice == "required" and not self.tools:
+            raise ValueError("tool_choice 'required' needs tools")
+        return self
 
 
 class FunctionCall(_Wire):

@@ -13,10 +13,16 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from r1serve.api.schemas import ChatCompletionRequest, ChatMessage
-from r1serve.api.tool_schemas import FunctionCallOut, NamedToolChoice, ToolCallOut
+from r1serve.api.tool_schemas import (
+    FunctionCallOut,
+    NamedToolChoice,
+    ToolCallOut,
+    ToolChoice,
+    ToolDefinition,
+)
 from r1serve.engine.protocol import Constraint, Prompt
 from r1serve.engine.text.chat_template import THINK_CLOSE
 from r1serve.engine.text.tool_format import ToolFormat, call_grammar
@@ -27,6 +33,19 @@ if TYPE_CHECKING:
     from r1serve.api.service import Output
 
 _FORMATS: tuple[ToolFormat, ...] = ("hermes", "deepseek", "llama3")
+
+
+class ToolRequest(Protocol):
+    """What offers tools: a chat request, or a stored conversation's ``ToolOptions``."""
+
+    @property
+    def tools(self) -> Sequence[ToolDefinition] | None: ...
+
+    @property
+    def tool_choice(self) -> ToolChoice | None: ...
+
+    @property
+    def parallel_tool_calls(self) -> bool | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +94,14 @@ def chat_messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
     return [message_dict(m) for m in req.messages]
 
 
-def offered_tools(req: ChatCompletionRequest) -> list[dict[str, Any]] | None:
+def offered_tools(req: ToolRequest) -> list[dict[str, Any]] | None:
     """The tool definitions the model is told about (none under ``tool_choice: none``)."""
     if not req.tools or req.tool_choice == "none":
         return None
     return [tool.model_dump(exclude_none=True) for tool in req.tools]
 
 
-def tool_setup(req: ChatCompletionRequest, prompt: Prompt) -> ToolSetup | None:
+def tool_setup(req: ToolRequest, prompt: Prompt) -> ToolSetup | None:
     """What to parse, if this request offered tools."""
     return setup_for(offered_tools(req), prompt, parallel=req.parallel_tool_calls is not False)
 
@@ -102,18 +121,15 @@ def setup_for(
 def chat_constraint(req: ChatCompletionRequest, prompt: Prompt) -> Constraint | None:
     """The decoding constraint of a chat request, if it has one."""
     after = THINK_CLOSE if prompt.opens_reasoning else None
-    forced = _forced_tools(req)
     fmt = req.response_format
+    forced = tool_constraint(req, prompt)
     if forced is not None:
         if fmt is not None and fmt.type != "text":
             raise RequestError(
                 "a required or named tool_choice cannot be combined with a JSON response_format",
                 param="response_format",
             )
-        setup = tool_setup(req, prompt)
-        assert setup is not None
-        grammar = call_grammar(forced, setup.form, parallel=setup.parallel, lead=after is not None)
-        return Constraint("lark", grammar, after=after)
+        return forced
     if fmt is None or fmt.type == "text":
         return None
     if fmt.type == "json_object":
@@ -131,7 +147,19 @@ def json_constraint(schema: str | None, prompt: Prompt) -> Constraint:
     return Constraint("json_schema", schema, after=after)
 
 
-def _forced_tools(req: ChatCompletionRequest) -> list[dict[str, Any]] | None:
+def tool_constraint(req: ToolRequest, prompt: Prompt) -> Constraint | None:
+    """The grammar of a ``required`` or named ``tool_choice``; None when calling is optional."""
+    forced = _forced_tools(req)
+    if forced is None:
+        return None
+    after = THINK_CLOSE if prompt.opens_reasoning else None
+    setup = tool_setup(req, prompt)
+    assert setup is not None
+    grammar = call_grammar(forced, setup.form, parallel=setup.parallel, lead=after is not None)
+    return Constraint("lark", grammar, after=after)
+
+
+def _forced_tools(req: ToolRequest) -> list[dict[str, Any]] | None:
     """The tools one of which must be called, or None when calling is optional."""
     tools = offered_tools(req)
     choice = req.tool_choice

@@ -18,7 +18,7 @@ from r1serve.conversations.records import (
     encode_cursor,
     new_id,
 )
-from r1serve.conversations.settings import ReplySettings
+from r1serve.conversations.settings import ConversationSettings, ReplySettings
 from r1serve.conversations.store import (
     ConversationChanges,
     ConversationDraft,
@@ -28,6 +28,7 @@ from r1serve.conversations.store import (
     ReplyProgress,
     ReplyResult,
     ReplyStart,
+    ToolResultDraft,
 )
 from r1serve.conversations.transfer import ConversationExport, ConversationTransfer
 from r1serve.conversations.workers import current_worker, worker_is_gone
@@ -38,6 +39,7 @@ __all__ = [
     "ConversationDraft",
     "ConversationExport",
     "ConversationRecord",
+    "ConversationSettings",
     "ConversationStore",
     "ConversationTransfer",
     "HistoryPrompt",
@@ -50,6 +52,7 @@ __all__ = [
     "ReplySettings",
     "ReplyStart",
     "Siblings",
+    "ToolResultDraft",
     "auto_title",
     "build_history_prompt",
     "current_worker",

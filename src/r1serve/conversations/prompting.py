@@ -3,13 +3,16 @@
 The system prompt comes first; earlier answers go in without their reasoning (DeepSeek's advice
 for R1: reasoning is not fed back). When the branch no longer fits the context less the room
 kept for the reply, whole turns (a user message and its replies) are dropped, oldest first;
-the system prompt and the message being answered are never dropped.
+the system prompt and the message being answered are never dropped. Tool calls and tool results
+belong to the turn of the user message above them and are rendered by the model's template; when
+a reply answers tool results, that whole turn (the question, the calls, the results) is kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from r1serve.conversations.records import MessageRecord
 from r1serve.engine.protocol import Engine, Prompt
@@ -17,7 +20,7 @@ from r1serve.errors import ContextLengthError
 
 DEFAULT_REPLY_RESERVE = 1024
 
-ChatTurn = list[dict[str, str]]
+ChatTurn = list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +41,7 @@ def group_turns(history: Sequence[MessageRecord]) -> list[ChatTurn]:
     """The branch as turns: each user message with the replies that follow it."""
     turns: list[ChatTurn] = []
     for message in history:
-        entry = {"role": message.role, "content": message.content}
+        entry = message.chat_entry()
         if message.role == "user" or not turns:
             turns.append([entry])
         else:
@@ -51,19 +54,23 @@ def build_history_prompt(
     *,
     system_prompt: str,
     history: Sequence[MessageRecord],
-    question: str,
+    question: str | Sequence[Mapping[str, Any]],
     max_tokens: int | None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> HistoryPrompt:
-    """Render ``history`` plus the user's ``question``, dropping old turns until it fits."""
+    """Render ``history`` plus ``question``, dropping old turns until it fits.
+
+    ``question`` is the user's text, or the messages that must all stay (the current turn).
+    """
     context = engine.context_length
     budget = context - reply_reserve(context, max_tokens)
     head = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    tail = [{"role": "user", "content": question}]
+    tail = [{"role": "user", "content": question}] if isinstance(question, str) else [*question]
     turns = group_turns(history)
 
     def render(dropped: int) -> Prompt:
         kept = [message for turn in turns[dropped:] for message in turn]
-        return engine.render_chat([*head, *kept, *tail], add_generation_prompt=True)
+        return engine.render_chat([*head, *kept, *tail], add_generation_prompt=True, tools=tools)
 
     best = render(0)
     if len(best.token_ids) > budget:
@@ -90,3 +97,19 @@ def build_history_prompt(
     room = context - len(best.token_ids)
     budget_tokens = room if max_tokens is None else min(max_tokens, room)
     return HistoryPrompt(best, dropped, budget_tokens)
+
+
+def current_turn(
+    history: Sequence[MessageRecord], asked: Sequence[Mapping[str, Any]]
+) -> tuple[list[MessageRecord], list[Mapping[str, Any]]]:
+    """Split ``history`` + ``asked`` into older messages and the turn a reply answers.
+
+    The turn starts at the last user message: after tool results it holds the question and every
+    call and result since, which must stay together in the prompt.
+    """
+    if any(entry.get("role") == "user" for entry in asked):
+        return list(history), list(asked)
+    cut = next((i for i in range(len(history) - 1, -1, -1) if history[i].role == "user"), None)
+    if cut is None:
+        return [], [*(m.chat_entry() for m in history), *asked]
+    return list(history[:cut]), [*(m.chat_entry() for m in history[cut:]), *asked]

@@ -14,7 +14,8 @@ from r1serve.storage.repositories import PageCursor
 from r1serve.text import check_unicode
 
 MessageStatus = Literal["complete", "generating", "stopped", "incomplete", "error"]
-Role = Literal["user", "assistant"]
+Role = Literal["user", "assistant", "tool"]
+ROLES: tuple[Role, ...] = ("user", "assistant", "tool")
 TITLE_LENGTH = 60
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -100,6 +101,19 @@ class MessageRecord:
     created_at: datetime
     finished_at: datetime | None
     siblings: Siblings
+    # OpenAI's shape: [{id, type: "function", function: {name, arguments}}]; () for none.
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    tool_call_id: str | None = None  # a tool message: the call it answers
+
+    def chat_entry(self) -> dict[str, Any]:
+        """The message as a chat template sees it (OpenAI's field names, no reasoning)."""
+        entry: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            entry["content"] = self.content or None
+            entry["tool_calls"] = [dict(call) for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            entry["tool_call_id"] = self.tool_call_id
+        return entry
 
     @classmethod
     def of(cls, row: Message, siblings: Siblings) -> MessageRecord:
@@ -108,7 +122,7 @@ class MessageRecord:
             id=row.id,
             conversation_id=row.conversation_id,
             parent_id=row.parent_id,
-            role="assistant" if row.role == "assistant" else "user",
+            role=next((role for role in ROLES if role == row.role), "user"),
             content=row.content,
             reasoning=row.reasoning,
             status=row.status,  # type: ignore[arg-type]  # the CHECK constraint holds it
@@ -121,6 +135,8 @@ class MessageRecord:
             created_at=row.created_at,
             finished_at=row.finished_at,
             siblings=siblings,
+            tool_calls=tuple(row.tool_calls or ()),
+            tool_call_id=row.tool_call_id,
         )
 
 

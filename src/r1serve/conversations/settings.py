@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_TOKENS_CAP = 2**31 - 1
+MAX_TOOLS = 128
 
 
 class ReplySettings(BaseModel):
@@ -40,3 +41,19 @@ class ReplySettings(BaseModel):
     def stored(self) -> dict[str, object]:
         """The set fields, as stored with the conversation."""
         return self.model_dump(exclude_none=True)
+
+
+class ConversationSettings(ReplySettings):
+    """A conversation's settings: its reply settings, and the tools its replies may call.
+
+    The tools are kept in OpenAI's shapes; the HTTP layer checks them (``api.tool_schemas``)
+    when they are set and again before a reply uses them (an import may carry anything).
+    """
+
+    tools: list[dict[str, Any]] | None = Field(
+        None, max_length=MAX_TOOLS, description="OpenAI tool definitions the replies may call."
+    )
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = Field(
+        None, description="auto (default), none, required, or {type, function: {name}}."
+    )
+    parallel_tool_calls: bool | None = Field(None, description="false: one call per reply.")

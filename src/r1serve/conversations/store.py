@@ -61,6 +61,15 @@ class ReplyContext:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolResultDraft:
+    """A tool message to store before a reply: the result of one of the previous calls."""
+
+    id: str
+    tool_call_id: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyPlan:
     """A reply about to start: ids chosen up front, the prompt already built."""
 
@@ -73,6 +82,7 @@ class ReplyPlan:
     user_message_id: str | None = None  # a new user message (post, edit) ...
     user_content: str | None = None
     reply_to: str | None = None  # ... or an existing one (regenerate)
+    tool_results: tuple[ToolResultDraft, ...] = ()  # ... or new tool messages, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +101,7 @@ class ReplyProgress:
     content: str
     reasoning: str
     completion_tokens: int
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +115,7 @@ class ReplyResult:
     finish_reason: str | None
     error: str | None
     reasoning_seconds: float | None
+    tool_calls: tuple[dict[str, Any], ...] = ()  # OpenAI's shape, as MessageRecord has them
 
 
 class ConversationStore:
@@ -242,6 +254,24 @@ class ConversationStore:
             history = [tree.record(m) for m in tree.path_to(original.parent_id)]
             return ReplyContext(ConversationRecord.of(row, None), history, original.parent_id)
 
+    def context_for_tool_results(
+        self, user_id: int, conversation_id: str, message_id: str, call_ids: list[str]
+    ) -> ReplyContext:
+        """Tool results go under reply ``message_id``; 400 unless they answer each of its calls."""
+        with self.database.read() as session:
+            row, tree = self._for_reply(session, user_id, conversation_id)
+            reply = tree.get(message_id)
+            calls = [str(call.get("id")) for call in reply.tool_calls or ()]
+            if reply.role != "assistant" or not calls:
+                raise RequestError("tool results answer a reply that called tools")
+            if sorted(call_ids) != sorted(calls):
+                raise RequestError(
+                    f"tool results must answer each call of the reply once: {calls}",
+                    param="results",
+                )
+            history = [tree.record(m) for m in tree.path_to(reply.id)]
+            return ReplyContext(ConversationRecord.of(row, None), history, reply.id)
+
     def begin_reply(self, user_id: int, conversation_id: str, plan: ReplyPlan) -> ReplyStart:
         """Commit the user message (if new) and an empty reply marked as generating.
 
@@ -283,9 +313,11 @@ class ConversationStore:
         """The user message a reply answers: the existing one, or a new one stored now."""
         if plan.reply_to is not None:
             existing = repo.message(row.id, plan.reply_to)
-            if existing is None or existing.role != "user":
+            if existing is None or existing.role not in ("user", "tool"):
                 raise not_found("message")
             return existing
+        if plan.tool_results:
+            return self._tool_messages(repo, row, plan, now)
         if plan.user_message_id is None or plan.user_content is None:
             raise ValueError("a reply plan needs reply_to or a new user message")
         if plan.parent_id is not None and repo.message(row.id, plan.parent_id) is None:
@@ -305,6 +337,32 @@ class ConversationStore:
             row.title = auto_title(plan.user_content)
         return question
 
+    def _tool_messages(
+        self, repo: ConversationRepository, row: Conversation, plan: ReplyPlan, now: datetime
+    ) -> Message:
+        """Store tool results as a chain under the reply that called; the last one."""
+        parent = plan.parent_id
+        if parent is None or repo.message(row.id, parent) is None:
+            raise not_found("message")
+        rows = []
+        for result in plan.tool_results:
+            rows.append(
+                Message(
+                    id=result.id,
+                    conversation_id=row.id,
+                    parent_id=parent,
+                    role="tool",
+                    content=result.content,
+                    tool_call_id=result.tool_call_id,
+                    status="complete",
+                    created_at=now,
+                    finished_at=now,
+                )
+            )
+            parent = result.id
+        repo.add_messages(rows)
+        return rows[-1]
+
     # ---- saving replies -----------------------------------------------------------------
 
     def save_progress(self, message_id: str, progress: ReplyProgress) -> bool | None:
@@ -316,6 +374,7 @@ class ConversationStore:
                     "content": progress.content,
                     "reasoning": progress.reasoning,
                     "completion_tokens": progress.completion_tokens,
+                    "tool_calls": list(progress.tool_calls) or None,
                     "heartbeat_at": self.clock(),
                 },
             )
@@ -335,6 +394,7 @@ class ConversationStore:
             row.finish_reason = result.finish_reason
             row.error = result.error
             row.reasoning_seconds = result.reasoning_seconds
+            row.tool_calls = list(result.tool_calls) or None
             row.finished_at = now
             row.worker = None
             row.heartbeat_at = None

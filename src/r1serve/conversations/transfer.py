@@ -12,10 +12,18 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from r1serve.conversations.records import check_text, new_id, not_found
-from r1serve.conversations.settings import ReplySettings
+from r1serve.conversations.settings import MAX_TOOLS, ConversationSettings
 from r1serve.errors import RequestError
 from r1serve.storage import Database, utcnow
 from r1serve.storage.models import Conversation, Message
@@ -36,10 +44,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
+class ExportedFunctionCall(_Strict):
+    name: Annotated[Text, Field(min_length=1, max_length=256)]
+    arguments: Annotated[Text, Field(max_length=MAX_MESSAGE)]
+
+
+class ExportedToolCall(_Strict):
+    id: Annotated[Text, Field(min_length=1, max_length=256)]
+    type: Literal["function"] = "function"
+    function: ExportedFunctionCall
+
+
 class ExportedMessage(_Strict):
     id: str = Field(min_length=1, max_length=64)
     parent_id: str | None = Field(None, min_length=1, max_length=64)
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "tool"]
     content: Annotated[Text, Field(max_length=MAX_MESSAGE)]
     reasoning: Annotated[Text, Field(max_length=MAX_MESSAGE)] = ""
     status: Literal["complete", "generating", "stopped", "incomplete", "error"] = "complete"
@@ -51,6 +70,16 @@ class ExportedMessage(_Strict):
     dropped_turns: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     created_at: AwareDatetime
     finished_at: AwareDatetime | None = None
+    tool_calls: list[ExportedToolCall] | None = Field(None, max_length=MAX_TOOLS)
+    tool_call_id: Annotated[Text, Field(min_length=1, max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> ExportedMessage:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an assistant message has tool_calls")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise ValueError("a tool message, and only a tool message, has a tool_call_id")
+        return self
 
 
 class ExportedConversation(_Strict):
@@ -58,7 +87,7 @@ class ExportedConversation(_Strict):
     title: Annotated[Text, Field(max_length=MAX_TITLE)] = ""
     system_prompt: Annotated[Text, Field(max_length=MAX_SYSTEM_PROMPT)] = ""
     model: Annotated[Text, Field(max_length=200)] | None = None
-    settings: ReplySettings = ReplySettings()
+    settings: ConversationSettings = ConversationSettings()
     created_at: AwareDatetime
     updated_at: AwareDatetime
     current_leaf_id: str | None = None
@@ -197,22 +226,35 @@ def _import_one(repo: ConversationRepository, user_id: int, data: ExportedConver
 
 def _export_one(row: Conversation, messages: list[Message]) -> ExportedConversation:
     # Rows were checked on the way in: construct without validating again.
-    exported = [
-        ExportedMessage.model_construct(
-            **{name: getattr(message, name) for name in ExportedMessage.model_fields}
-        )
-        for message in messages
-    ]
+    exported = [_exported_message(message) for message in messages]
     return ExportedConversation.model_construct(
         id=row.id,
         title=row.title,
         system_prompt=row.system_prompt,
         model=row.model,
-        settings=ReplySettings.model_construct(**(row.settings or {})),
+        settings=ConversationSettings.model_construct(**(row.settings or {})),
         created_at=row.created_at,
         updated_at=row.updated_at,
         current_leaf_id=row.current_leaf_id,
         messages=list(_in_tree_order(exported)),
+    )
+
+
+def _exported_message(message: Message) -> ExportedMessage:
+    fields = {name: getattr(message, name) for name in ExportedMessage.model_fields}
+    calls = message.tool_calls
+    fields["tool_calls"] = [_exported_call(call) for call in calls] if calls else None
+    return ExportedMessage.model_construct(**fields)
+
+
+def _exported_call(call: dict[str, Any]) -> ExportedToolCall:
+    function = call.get("function") or {}
+    return ExportedToolCall.model_construct(
+        id=call.get("id", ""),
+        type="function",
+        function=ExportedFunctionCall.model_construct(
+            name=function.get("name", ""), arguments=function.get("arguments", "")
+        ),
     )
 
 
@@ -244,6 +286,12 @@ def _branch(conversation: ExportedConversation) -> list[ExportedMessage]:
     return branch[::-1]
 
 
+def _heading(message: ExportedMessage) -> str:
+    if message.role == "tool":
+        return f"## Tool result ({message.tool_call_id})"
+    return "## User" if message.role == "user" else "## Assistant"
+
+
 def _markdown_one(conversation: ExportedConversation) -> str:
     lines = [f"# {conversation.title or 'Untitled conversation'}", ""]
     created = conversation.created_at.isoformat()
@@ -251,11 +299,14 @@ def _markdown_one(conversation: ExportedConversation) -> str:
     if conversation.system_prompt:
         lines += ["", "## System", "", conversation.system_prompt]
     for message in _branch(conversation):
-        lines += ["", "## User" if message.role == "user" else "## Assistant", ""]
+        lines += ["", _heading(message), ""]
         if message.reasoning:
             lines += ["<details><summary>Reasoning</summary>", "", message.reasoning, ""]
             lines += ["</details>", ""]
         lines.append(message.content)
+        for call in message.tool_calls or ():
+            lines += ["", f"*Tool call* `{call.function.name}` ({call.id}):", ""]
+            lines += ["```json", call.function.arguments, "```"]
         note = _STATUS_NOTES.get(message.status)
         if note is not None:
             lines += ["", f"*({note})*"]

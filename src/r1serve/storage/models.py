@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ROLES = ("admin", "user")
-MESSAGE_ROLES = ("user", "assistant")
+MESSAGE_ROLES = ("user", "assistant", "tool")
 # generating: a reply is being written; the others are final.
 MESSAGE_STATUSES = ("complete", "generating", "stopped", "incomplete", "error")
 
@@ -210,7 +210,7 @@ class Message(Base):
 
     __tablename__ = "messages"
     __table_args__ = (
-        CheckConstraint("role IN ('user', 'assistant')", name="role"),
+        CheckConstraint("role IN ('user', 'assistant', 'tool')", name="role"),
         CheckConstraint(
             "status IN ('complete', 'generating', 'stopped', 'incomplete', 'error')",
             name="status",
@@ -235,6 +235,10 @@ class Message(Base):
     dropped_turns: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # An assistant message's calls, in OpenAI's shape: [{id, type, function: {name, arguments}}].
+    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # A tool message: the call it answers.
+    tool_call_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
     # While generating: which server process writes the reply, and when it last saved.
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -2,6 +2,13 @@
 
 Every route is scoped to the caller: another user's conversation or message id is a 404 with
 the same message as a missing one.
+
+Tools are part of a conversation's ``settings`` (``tools``, ``tool_choice``,
+``parallel_tool_calls``, as on ``/v1/chat/completions``), so every reply of the conversation
+(post, regenerate, edit, continue, tool results) offers the same ones. A reply that calls tools
+is stored with its ``tool_calls`` and ``finish_reason: "tool_calls"``; the client answers them
+with ``POST …/messages/{id}/tool-results``, which stores one ``tool`` message per call and
+streams the next reply. docs/history.md describes the whole loop.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from r1serve.api.conversation_schemas import (
     MessageEdit,
     MessageOut,
     MessagePost,
+    ToolResultsPost,
     conversation_with_messages,
 )
 from r1serve.api.deps import get_settings
@@ -185,6 +193,25 @@ async def continue_reply(
 ) -> Response:
     """Continue a reply cut at its token limit; the new text is appended to the same message."""
     events = await history.continue_reply(caller, conversation_id, message_id)
+    return event_stream(events, send_timeout_s=settings.send_timeout_s)
+
+
+@router.post(
+    "/{conversation_id}/messages/{message_id}/tool-results",
+    dependencies=[Admitted],
+    responses=SSE_RESPONSE,
+)
+async def post_tool_results(
+    conversation_id: ConversationId,
+    message_id: MessageId,
+    body: ToolResultsPost,
+    caller: Caller,
+    history: History,
+    settings: Config,
+) -> Response:
+    """Answer each tool call of reply ``message_id`` (stored as ``tool`` messages), then stream
+    the next reply, whose prompt holds the calls and their results."""
+    events = await history.tool_results(caller, conversation_id, message_id, body)
     return event_stream(events, send_timeout_s=settings.send_timeout_s)
 
 

@@ -287,6 +287,8 @@ class ChatController {
       } else if (message.role === "assistant") {
         forgetReply(message.id); // it ended while the page was away
         entries.push(this.thread.storedReplyEntry(message));
+      } else if (message.role === "tool") {
+        entries.push(this.thread.toolEntry(message));
       }
     }
     this.thread.show(entries);

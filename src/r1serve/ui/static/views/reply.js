@@ -46,10 +46,34 @@ export class AssistantReply {
     this.answerElement = document.createElement("div");
     this.answerElement.className = "answer markdown";
 
+    this.calls = document.createElement("div");
+    this.calls.className = "tool-calls";
+    this.calls.hidden = true;
+    this.toolCalls = [];
+
     this.meta = document.createElement("p");
     this.meta.className = "message-meta";
 
-    this.element.append(this.thinking, this.answerElement, this.meta);
+    this.element.append(this.thinking, this.answerElement, this.calls, this.meta);
+  }
+
+  /** Show a stored reply's tool calls: one folded block each, its name and arguments. */
+  showToolCalls(calls) {
+    this.toolCalls = Array.isArray(calls) ? calls : [];
+    this.calls.replaceChildren(
+      ...this.toolCalls.map((call) => {
+        const block = document.createElement("details");
+        block.className = "tool-call";
+        const summary = document.createElement("summary");
+        const body = document.createElement("pre");
+        body.className = "tool-arguments";
+        body.textContent = prettyJson(call?.function?.arguments); // text only, never markup
+        block.append(summary, body);
+        return block;
+      }),
+    );
+    this.calls.hidden = this.toolCalls.length === 0;
+    this.relabel();
   }
 
   /** Add reasoning text; the thinking block opens and its clock starts on the first piece. */
@@ -103,6 +127,7 @@ export class AssistantReply {
     }
     // The stored text is the whole reply, the last word on what the stream showed.
     this.replaceText(message.reasoning ?? this.reasoning, message.content ?? this.answer);
+    this.showToolCalls(message.tool_calls);
     const outcome = OUTCOME_OF_STATUS[message.status] ?? "done";
     const hasUsage = message.completion_tokens !== null && message.completion_tokens !== undefined;
     this.finish({
@@ -148,6 +173,10 @@ export class AssistantReply {
     } else if (this.reasoning) {
       this.thinkingLabel.textContent = t("chat.thoughtUntimed");
     }
+    this.calls.querySelectorAll(":scope > .tool-call > summary").forEach((summary, index) => {
+      const name = this.toolCalls[index]?.function?.name;
+      summary.textContent = t("chat.toolCall", { name: String(name ?? "?") });
+    });
     if (this.outcome) this.meta.textContent = this.metaText();
     this.meta.classList.toggle("error", this.outcome?.outcome === "error");
   }
@@ -161,6 +190,7 @@ export class AssistantReply {
     if (usage && outcome === "done") parts.push(this.usageText(usage));
     if (finishReason === "length") parts.push(t("chat.finishLength"));
     if (finishReason === "repetition") parts.push(t("chat.finishRepetition"));
+    if (finishReason === "tool_calls") parts.push(t("chat.finishToolCalls"));
     if (droppedTurns > 0) parts.push(t("chat.droppedTurns", { count: droppedTurns }));
     return parts.join(" · ");
   }
@@ -211,6 +241,16 @@ export class AssistantReply {
       this.dirty.answer = false;
     }
     this.onRendered();
+  }
+}
+
+/** JSON text indented for reading; anything else as it is. */
+export function prettyJson(text) {
+  const raw = typeof text === "string" ? text : JSON.stringify(text ?? "");
+  try {
+    return JSON.stringify(JSON.parse(raw), null, 2);
+  } catch {
+    return raw;
   }
 }
 

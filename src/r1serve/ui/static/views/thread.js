@@ -6,7 +6,7 @@
 
 import { t } from "../i18n.js";
 import { h } from "./dom.js";
-import { AssistantReply } from "./reply.js";
+import { AssistantReply, prettyJson } from "./reply.js";
 
 /** A button showing only an icon; its label is for screen readers and the tooltip. */
 export function iconButton(classes, labelKey, onclick) {
@@ -39,6 +39,25 @@ export class Thread {
     const entry = { message, element, editing: false };
     this.fillUser(entry);
     return entry;
+  }
+
+  /** An entry for a tool result: a folded block with the call it answers and the result. */
+  toolEntry(message) {
+    const summary = h("summary");
+    const body = h("pre", { class: "tool-output" });
+    body.textContent = prettyJson(message.content); // text only, never markup
+    const element = h(
+      "article",
+      { class: "message tool", dataset: { id: message.id ?? "" } },
+      h("details", { class: "tool-result" }, summary, body),
+    );
+    const entry = { message, element, summary };
+    this.labelTool(entry);
+    return entry;
+  }
+
+  labelTool(entry) {
+    entry.summary.textContent = t("chat.toolResult", { id: String(entry.message.tool_call_id ?? "") });
   }
 
   /** An entry for a stored reply that is no longer generating. */
@@ -196,6 +215,10 @@ export class Thread {
   /** Re-write language-dependent texts of every entry. */
   relabel() {
     for (const entry of this.entries) {
+      if (entry.message?.role === "tool") {
+        this.labelTool(entry);
+        continue;
+      }
       entry.reply?.relabel();
       if (!entry.editing) this.decorate(entry);
     }
