@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -180,9 +181,13 @@ def test_fast_replies_are_saved_in_batches_not_per_token(start: Start) -> None:
     writes = _count_message_updates(server)
     with httpx.Client(base_url=server.url, timeout=30) as http:
         cid = create(http)["id"]
+        began = time.monotonic()
         done = final_message(events_of(http.post(_message_path(cid), json={"content": "go"}).text))
+        elapsed = time.monotonic() - began
     assert done["completion_tokens"] == 301 and done["status"] == "complete"
-    assert 1 <= len(writes) <= 300 // 32 + 3, len(writes)
+    # Every 32 tokens, or every 0.5 s where a busy machine makes the reply slow: never per token.
+    assert 1 <= len(writes) <= 300 // 32 + elapsed / 0.5 + 3, (len(writes), elapsed)
+    assert len(writes) < 301 // 4
 
 
 def test_slow_replies_are_saved_as_they_go(start: Start) -> None:
@@ -190,6 +195,7 @@ def test_slow_replies_are_saved_as_they_go(start: Start) -> None:
     writes = _count_message_updates(server)
     with httpx.Client(base_url=server.url, timeout=30) as http:
         cid = create(http)["id"]
+        began = time.monotonic()
         with streaming(http, "POST", _message_path(cid), json={"content": "go"}) as events:
             take(events, 2)
             # Without reading further, the saved text grows while it is generated.
@@ -197,7 +203,9 @@ def test_slow_replies_are_saved_as_they_go(start: Start) -> None:
             assert _stored(http, cid)["status"] == "generating"
             rest = list(events)
     assert final_message(rest)["status"] == "complete"
-    assert 3 <= len(writes) <= 12, len(writes)  # about every 0.5 s over ~2 s, then the end
+    # About every 0.5 s over the reply's ~2 s (longer on a busy machine), then the end.
+    most = (time.monotonic() - began) / 0.5 + 41 // 32 + 3
+    assert 3 <= len(writes) <= most, (len(writes), most)
 
 
 def test_shutdown_saves_running_replies_as_incomplete(database_url: str) -> None:
