@@ -185,9 +185,12 @@ class ChatController {
     if (chosen) this.selectModel(chosen);
   }
 
-  async loadDefaults() {
+  /** The reply defaults in force for a model (the model's own sampling and reply cap). */
+  async loadDefaults(model = this.ui.modelSelect.value) {
+    this.defaultsModel = model || "";
     try {
-      this.panel.setDefaults(await getReplyDefaults());
+      const defaults = await getReplyDefaults(model || undefined);
+      if (this.defaultsModel === (model || "")) this.panel.setDefaults(defaults);
     } catch (error) {
       this.setStatus(t("status.error", { message: error.message }), true);
     }
@@ -274,6 +277,9 @@ class ChatController {
     const { messages = [], ...fields } = conversation;
     this.conversation = fields;
     this.selectModel(fields.model);
+    if (this.models?.some((m) => m.id === fields.model) && fields.model !== this.defaultsModel) {
+      this.loadDefaults(fields.model);
+    }
     this.panel.load(fields);
     this.showHeading();
     const entries = [];
@@ -520,6 +526,7 @@ class ChatController {
 
   async changeModel() {
     const model = this.ui.modelSelect.value;
+    if (model) this.loadDefaults(model);
     if (!this.conversation || !model) return;
     try {
       const updated = await updateConversation(this.conversation.id, { model });
