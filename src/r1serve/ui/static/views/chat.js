@@ -185,6 +185,12 @@ class ChatController {
     if (chosen) this.selectModel(chosen);
   }
 
+  /** With several models served, the settings panel shows the defaults of the chosen one. */
+  defaultsFor(model) {
+    if ((this.models?.length ?? 0) < 2 || !this.models.some((m) => m.id === model)) return;
+    if (model !== this.defaultsModel) this.loadDefaults(model);
+  }
+
   /** The reply defaults in force for a model (the model's own sampling and reply cap). */
   async loadDefaults(model = this.ui.modelSelect.value) {
     this.defaultsModel = model || "";
@@ -269,7 +275,10 @@ class ChatController {
       this.setStatus(t("status.error", { message: error.message }), true);
       return;
     }
-    if (seq === this.openSeq) this.show(conversation);
+    if (seq === this.openSeq) {
+      this.show(conversation);
+      this.defaultsFor(conversation.model);
+    }
   }
 
   /** Show a conversation from the server; keepStatus leaves the status line as it is. */
@@ -277,9 +286,6 @@ class ChatController {
     const { messages = [], ...fields } = conversation;
     this.conversation = fields;
     this.selectModel(fields.model);
-    if (this.models?.some((m) => m.id === fields.model) && fields.model !== this.defaultsModel) {
-      this.loadDefaults(fields.model);
-    }
     this.panel.load(fields);
     this.showHeading();
     const entries = [];
@@ -526,7 +532,7 @@ class ChatController {
 
   async changeModel() {
     const model = this.ui.modelSelect.value;
-    if (model) this.loadDefaults(model);
+    this.defaultsFor(model);
     if (!this.conversation || !model) return;
     try {
       const updated = await updateConversation(this.conversation.id, { model });
