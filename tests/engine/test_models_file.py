@@ -13,6 +13,7 @@ from r1serve.engine.models_file import (
     ModelSpec,
     build_served_models,
     load_models_file,
+    model_specs,
     parse_models_toml,
     parse_serve_flag,
     settings_for,
@@ -203,3 +204,19 @@ def test_an_upstream_entry_goes_to_the_upstream_builder(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="serves 'm', not 'fleet'"):
         build_served_models(make_settings(models_file=file), build_upstream=wrong_name)
+
+
+def test_model_and_serve_flags_serve_side_by_side_with_shared_options() -> None:
+    settings = make_settings(
+        model=str(TINY_R1_GGUF),
+        serve=[f"second={TINY_R1_HF}"],
+        max_model_len=112,
+        max_num_seqs=1,
+        threads=1,
+    )
+    models = build_served_models(settings)
+    assert models.default == "tiny-r1" and models.names == ["tiny-r1", "second"]
+    assert [m.engine.kind for m in models] == ["llamacpp", "transformers"]
+    assert {m.engine.context_length for m in models} == {112}
+    with pytest.raises(ConfigError, match="'second' is already declared"):
+        model_specs(make_settings(serve=["second=a", "second=b"]))
