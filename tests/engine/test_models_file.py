@@ -31,6 +31,7 @@ path = "hf"
 engine = "transformers"
 max_model_len = 256
 max_num_seqs = 2
+chat_template = "../templates/qwen2.5-tools.jinja"
 
 [[model]]
 name = "r1-gguf"
@@ -67,7 +68,9 @@ def test_a_models_file_declares_local_and_upstream_models(tmp_path: Path) -> Non
     specs = parse_models_toml(GOOD, str(file), base_dir=TINY_R1_HF.parent)
     hf, gguf, fleet = specs
     assert (hf.name, hf.engine, hf.path) == ("r1-hf", "transformers", str(TINY_R1_HF))
-    assert hf.options == {"max_model_len": 256, "max_num_seqs": 2} and not hf.default
+    template = TINY_R1_HF.parent / "../templates/qwen2.5-tools.jinja"
+    assert hf.options == {"max_model_len": 256, "max_num_seqs": 2, "chat_template": template}
+    assert not hf.default
     assert gguf.path == str(TINY_R1_GGUF) and gguf.default
     assert gguf.options == {"kv_cache_dtype": "q8_0", "reasoning_format": "raw"}
     assert (fleet.engine, fleet.path) == ("upstream", None)

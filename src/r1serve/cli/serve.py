@@ -23,12 +23,14 @@ def serve(
     models: Annotated[
         Path | None,
         typer.Option(
-            "--models", help="TOML file of [[model]] tables: several models in one server."
+            "--models", help="TOML file declaring several served models (docs/models-file.md)."
         ),
     ] = None,
     serve: Annotated[
         list[str] | None,
-        typer.Option(help="Also serve NAME=PATH (repeatable); PATH as for --model."),
+        typer.Option(
+            metavar="NAME=PATH", help="Also serve NAME=PATH (repeatable); PATH as for --model."
+        ),
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default: 8000].")] = None,

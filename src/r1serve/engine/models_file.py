@@ -282,6 +282,8 @@ def _spec(entry: dict[str, Any], place: _Place, base_dir: Path | None) -> ModelS
     if stray:
         raise ConfigError(f"{place.at(stray[0])}: {stray[0]} applies to engine = 'upstream' only")
     options = _validated(_LocalOptions, rest, place)
+    if "chat_template" in options:  # a template file, like the model, may sit beside the file
+        options["chat_template"] = Path(_near(str(options["chat_template"]), base_dir))
     return ModelSpec(name, _near(path, base_dir), engine, options, {}, default, place.at())
 
 
