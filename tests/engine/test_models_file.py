@@ -162,10 +162,26 @@ def test_served_models_route_names_and_close_every_engine() -> None:
 
     async def run() -> None:
         await models.start()
+        assert alpha._started and beta._started  # each engine's model thread runs
         await models.close()
 
     asyncio.run(run())
-    assert alpha.stats().running == 0 and beta.stats().running == 0
+    assert not alpha._started and not beta._started
+
+
+class _Broken(FakeEngine):
+    async def start(self) -> None:
+        raise RuntimeError("no memory left")
+
+
+def test_one_engine_failing_to_start_closes_those_started() -> None:
+    alpha = FakeEngine("a", model_name="alpha")
+    models = ServedModels(
+        [ServedModel("alpha", alpha), ServedModel("broken", _Broken("b", model_name="broken"))]
+    )
+    with pytest.raises(RuntimeError, match="no memory left"):
+        asyncio.run(models.start())
+    assert not alpha._started
 
 
 def test_a_models_file_loads_tiny_r1_on_two_engines(tmp_path: Path) -> None:
