@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,6 +54,12 @@ api_key_env = "FLEET_KEY"
 
 
 TWO = '[[model]]\nname = "a"\npath = "x"\n\n[[model]]\nname = "b"\npath = "y"\n'
+
+
+def run_in_thread(work: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run`` off this thread: a browser test earlier in the session leaves a loop."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, work).result()
 
 
 def parse(text: str) -> list[ModelSpec]:
@@ -165,7 +174,7 @@ def test_served_models_route_names_and_close_every_engine() -> None:
         assert alpha._started and beta._started  # each engine's model thread runs
         await models.close()
 
-    asyncio.run(run())
+    run_in_thread(run())
     assert not alpha._started and not beta._started
 
 
@@ -180,7 +189,7 @@ def test_one_engine_failing_to_start_closes_those_started() -> None:
         [ServedModel("alpha", alpha), ServedModel("broken", _Broken("b", model_name="broken"))]
     )
     with pytest.raises(RuntimeError, match="no memory left"):
-        asyncio.run(models.start())
+        run_in_thread(models.start())
     assert not alpha._started
 
 
