@@ -23,6 +23,17 @@ class Settings(BaseSettings):
         description="Model to serve: a local HF directory, a .gguf file, a hub repo id already in "
         "the local HF cache, or a name from `r1serve ls`. Empty: the embedded SmolLM2-135M.",
     )
+    models_file: Path | None = Field(
+        None,
+        description="TOML file declaring several served models ([[model]] tables with name, "
+        "path, engine and per-model options; docs/models-file.md). --model, when also set, is "
+        "served first.",
+    )
+    serve: list[str] = Field(
+        default_factory=list,
+        description="More models to serve, each NAME=PATH (PATH: anything --model takes); the "
+        "command-line flag --serve repeats, the variable is a JSON list.",
+    )
     served_model_name: str | None = Field(
         None, description="Id shown in /v1/models and accepted in requests."
     )

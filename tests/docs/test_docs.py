@@ -57,3 +57,23 @@ def test_readmes_show_the_ollama_api_and_tested_client_settings() -> None:
                        "Open WebUI", "ChatDeepSeek", "ChatOpenAI", "LiteLLM",
                        "r1serve users passwd", "--port", "R1SERVE_ALLOWED_HOSTS"):  # fmt: skip
             assert needle in text, (name, needle)
+
+
+def test_models_file_docs_parse_and_name_every_per_model_option() -> None:
+    """The models file's example is a file r1serve accepts, and its options are all listed."""
+    import re
+
+    from r1serve.engine.models_file import LOCAL_OPTIONS, REPLY_OPTIONS, parse_models_toml
+
+    for doc, readme in (
+        ("models-file.md", "README.md"),
+        ("models-file.zh-CN.md", "README.zh-CN.md"),
+    ):
+        assert f"docs/{doc}" in (ROOT / readme).read_text(), readme
+        text = (ROOT / "docs" / doc).read_text()
+        example = re.search(r"```toml\n(.*?)```", text, re.S)
+        assert example is not None, doc
+        specs = parse_models_toml(example.group(1), doc)
+        assert [spec.engine for spec in specs] == ["llamacpp", "transformers", "upstream"]
+        for option in (*LOCAL_OPTIONS, *REPLY_OPTIONS, "--serve", "--models"):
+            assert f"`{option}`" in text or option in text, (doc, option)

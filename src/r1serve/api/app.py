@@ -45,7 +45,9 @@ from r1serve.api.security import (
     allowed_host_names,
     check_bind,
 )
+from r1serve.api.served import ModelServices
 from r1serve.auth import AuthService, close_accounts, open_accounts
+from r1serve.engine.models import ServedModel, ServedModels
 from r1serve.engine.protocol import Engine
 from r1serve.settings import Settings
 
@@ -67,13 +69,16 @@ def _without_422(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(settings: Settings, engine: Engine, accounts: AuthService | None = None) -> FastAPI:
-    """An app serving ``engine``; the engine starts and stops with the app's lifespan.
+def create_app(
+    settings: Settings, engine: Engine | ServedModels, accounts: AuthService | None = None
+) -> FastAPI:
+    """An app serving ``engine`` (or several models); engines start and stop with its lifespan.
 
     ``accounts`` (users, keys, quotas, usage over the database) stays the caller's to close;
     without it the app opens the database from ``settings`` at start-up and closes it at the end.
     """
     check_bind(settings)
+    models = engine if isinstance(engine, ServedModels) else ServedModels.single(engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,9 +87,9 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
         app.state.accounts.usage.start()
         app.state.access = AccessWatch(app.state.accounts.access_problem, settings.auth_recheck_s)
         app.state.access.start()
-        await engine.start()
+        await models.start()
         history = HistoryService.over(
-            app.state.accounts.database, app.state.service, app.state.access
+            app.state.accounts.database, app.state.services, app.state.access
         )
         app.state.history = history
         try:
@@ -94,7 +99,7 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
             try:
                 await history.close()  # running replies are saved as incomplete
             finally:
-                await engine.close()
+                await models.close()
                 await app.state.access.close()
                 if own:
                     close_accounts(app.state.accounts)
@@ -108,25 +113,33 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.engine = engine
+    app.state.models = models
     app.state.started = int(time.time())
-    app.state.service = MeteredCompletionService(
-        engine,
-        recorder=lambda: app.state.accounts.usage,
-        access=lambda: app.state.access,
-        reasoning_format=settings.reasoning_format,
-        default_sampling=_defaults(settings, engine),
-        default_timeout_s=settings.request_timeout_s,
-        prompt_workers=settings.prompt_workers,
-        max_prompt_chars=settings.max_prompt_chars,
-    )
+
+    def service(model: ServedModel) -> MeteredCompletionService:
+        own = model.settings or settings
+        return MeteredCompletionService(
+            model.engine,
+            recorder=lambda: app.state.accounts.usage,
+            access=lambda: app.state.access,
+            reasoning_format=own.reasoning_format,
+            default_sampling=_defaults(own, model.engine),
+            default_timeout_s=settings.request_timeout_s,
+            prompt_workers=settings.prompt_workers,
+            max_prompt_chars=own.max_prompt_chars,
+        )
+
+    app.state.services = ModelServices(models, service)
+    # The default model's engine and service, for what serves one model (health, old callers).
+    app.state.engine = models.get().engine
+    app.state.service = app.state.services.default
     install_error_handlers(app)
 
     @app.exception_handler(ClientGone)
     async def _gone(_: Request, __: ClientGone) -> Response:
         return Response(status_code=499)
 
-    app.state.metrics = ServerMetrics(engine)
+    app.state.metrics = ServerMetrics([model.engine for model in models])
     routers = (openai, ollama, simple, health, metrics, ui, auth, keys, users, usage, conversations)
     for module in (*routers, reply_defaults):
         app.include_router(module.router, responses=ERROR_RESPONSES)

@@ -38,6 +38,7 @@ from r1serve.api.reply_events import (
     stored_events,
 )
 from r1serve.api.schemas import SamplingFields
+from r1serve.api.served import ModelServices
 from r1serve.api.service import CompletionService
 from r1serve.api.tool_schemas import ToolOptions
 from r1serve.auth import Principal
@@ -93,14 +94,18 @@ def tool_options(settings: Mapping[str, Any]) -> ToolOptions:
 
 
 class HistoryService:
-    """Conversations of the calling user: CRUD, replies, reattaching, export and import."""
+    """Conversations of the calling user: CRUD, replies, reattaching, export and import.
+
+    A conversation remembers its model; its replies run on that model while the server serves
+    it, on the default model otherwise (a conversation outlives the server's models file).
+    """
 
     def __init__(
         self,
         store: ConversationStore,
         transfer: ConversationTransfer,
         replies: ReplyManager,
-        completions: CompletionService,
+        services: ModelServices,
         *,
         access: AccessWatch | None = None,
         poll_s: float = 0.5,
@@ -109,18 +114,35 @@ class HistoryService:
         self.store = store
         self.transfer = transfer
         self.replies = replies
-        self.completions = completions
+        self.services = services
         self.poll_s = poll_s
         self.defaults = ReplyDefaultsStore(store.database)
 
+    @property
+    def completions(self) -> CompletionService:
+        """The default model's service."""
+        return self.services.default
+
     @classmethod
     def over(
-        cls, database: Database, completions: CompletionService, access: AccessWatch | None = None
+        cls, database: Database, services: ModelServices, access: AccessWatch | None = None
     ) -> HistoryService:
         """The service over a database, with the default reply manager."""
         store = ConversationStore(database)
         transfer, replies = ConversationTransfer(database), ReplyManager(store)
-        return cls(store, transfer, replies, completions, access=access)
+        return cls(store, transfer, replies, services, access=access)
+
+    def _chosen(self, caller: Principal, model: str | None) -> str:
+        """The served model a create or update names (None: the default), in the caller's scope."""
+        name = self.services.get(model).engine.model_name
+        caller.require_model(name)
+        return name
+
+    def _service(self, caller: Principal, model: str | None) -> CompletionService:
+        """The service a conversation's replies run on, in the caller's scope."""
+        service = self.services.get(model if model in self.services.models else None)
+        caller.require_model(service.engine.model_name)
+        return service
 
     async def start(self) -> None:
         """Mark replies a dead server left as incomplete; start sweeping."""
@@ -137,7 +159,7 @@ class HistoryService:
         draft = ConversationDraft(
             title=body.title,
             system_prompt=body.system_prompt,
-            model=self.completions.check_model(body.model),
+            model=self._chosen(caller, body.model),
             settings=body.settings.stored(),
         )
         tool_options(draft.settings)
@@ -168,7 +190,7 @@ class HistoryService:
             changes["system_prompt"] = body.system_prompt or ""
         if "model" in fields:
             model = body.model
-            changes["model"] = None if model is None else self.completions.check_model(model)
+            changes["model"] = None if model is None else self._chosen(caller, model)
         if "settings" in fields:
             changes["settings"] = body.settings.stored() if body.settings else {}
             tool_options(changes["settings"])
@@ -258,7 +280,8 @@ class HistoryService:
         conversation = context.conversation
         settings = merged(conversation.settings, {})
         offered = tool_options(conversation.settings)
-        engine = self.completions.engine
+        service = self._service(caller, conversation.model)
+        engine = service.engine
         older, turn = current_turn(context.history, [context.reply_to.chat_entry()])
         built = await anyio.to_thread.run_sync(
             lambda: build_history_prompt(
@@ -274,7 +297,7 @@ class HistoryService:
         room = engine.context_length - len(prompt.token_ids)
         if room < 1:
             raise RequestError("the reply already fills the context; it cannot go on")
-        params = self._sampling(settings, min(built.max_tokens, room))
+        params = self._sampling(service, settings, min(built.max_tokens, room))
         started = await anyio.to_thread.run_sync(
             resume_reply,
             self.store,
@@ -285,7 +308,7 @@ class HistoryService:
         )
         fmt = chunk_format(started.assistant_message, engine.model_name)
         try:
-            outputs = await self.completions.start(
+            outputs = await service.start(
                 f"conv-{message_id}-{new_id()[:8]}",
                 [prompt],
                 params,
@@ -315,11 +338,12 @@ class HistoryService:
         user_defaults = await anyio.to_thread.run_sync(self.defaults.get, caller.user_id)
         settings = merged(conversation.settings, user_defaults)
         offered = tool_options(conversation.settings)
-        engine = self.completions.engine
+        service = self._service(caller, conversation.model)
+        engine = service.engine
         asked = _asked(context, question, new_question, tool_results)
         older, turn = current_turn(context.history, asked)
         # Old turns may be dropped to fit; the system prompt and the current turn never are.
-        built = await self.completions.prompts.prepare(
+        built = await service.prompts.prepare(
             len(conversation.system_prompt) + sum(len(entry["content"] or "") for entry in asked),
             lambda: build_history_prompt(
                 engine,
@@ -337,7 +361,7 @@ class HistoryService:
         if settings.reasoning_effort == "none":
             prompt = skip_reasoning(prompt, engine.tokenizer)
             max_tokens = min(max_tokens, engine.context_length - len(prompt.token_ids))
-        params = self._sampling(settings, max_tokens)
+        params = self._sampling(service, settings, max_tokens)
         params = replace(params, constraint=tools.tool_constraint(offered, prompt))
         plan = ReplyPlan(
             assistant_message_id=new_id(),
@@ -357,7 +381,7 @@ class HistoryService:
         fmt = chunk_format(started.assistant_message, engine.model_name)
         try:
             # In the request's context: quotas were checked and usage is recorded here.
-            outputs = await self.completions.start(
+            outputs = await service.start(
                 f"conv-{plan.assistant_message_id}",
                 [prompt],
                 params,
@@ -371,7 +395,9 @@ class HistoryService:
         reply = self.replies.launch(started, outputs)
         return sse(reply.subscribe(), None, fmt)
 
-    def _sampling(self, settings: ReplySettings, max_tokens: int) -> SamplingParams:
+    def _sampling(
+        self, service: CompletionService, settings: ReplySettings, max_tokens: int
+    ) -> SamplingParams:
         fields = SamplingFields(
             temperature=settings.temperature,
             top_p=settings.top_p,
@@ -382,8 +408,8 @@ class HistoryService:
             max_tokens=max_tokens,
             ignore_eos=bool(settings.ignore_eos),
         )
-        params = self.completions.sampling(fields)
-        default = self.completions.default_sampling.get("max_reasoning_tokens")
+        params = service.sampling(fields)
+        default = service.default_sampling.get("max_reasoning_tokens")
         budget = reasoning_budget(settings.max_reasoning_tokens, settings.reasoning_effort, default)
         return replace(params, max_reasoning_tokens=budget)
 
@@ -414,7 +440,11 @@ class HistoryService:
         message = await self._message(caller, conversation_id, message_id)
         if message.role != "assistant" or message.parent_id is None:
             raise RequestError("only replies (assistant messages) have a stream")
-        fmt = chunk_format(message, self.completions.engine.model_name)
+        conversation = await anyio.to_thread.run_sync(
+            self.store.get, caller.user_id, conversation_id
+        )
+        model = conversation.model if conversation.model in self.services.models else None
+        fmt = chunk_format(message, self.services.get(model).engine.model_name)
         reply = self.replies.get(message_id)
         if reply is not None and reply.conversation_id == conversation_id:
             return sse(self._followed(caller, reply.subscribe()), after, fmt)

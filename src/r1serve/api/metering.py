@@ -39,9 +39,14 @@ _metered: ContextVar[MeteredRequest | None] = ContextVar("r1serve_metered", defa
 
 
 async def admit_generation(request: Request, caller: Caller, accounts: Accounts) -> None:
-    """429 over a quota, 403 for a key scoped to other models; else meter this request."""
-    service: CompletionService = request.app.state.service
-    caller.require_model(service.engine.model_name)
+    """429 over a quota, 403 for a key scoped to other models; else meter this request.
+
+    With several models the route checks the scope of the one it picks (``served.service_for``);
+    with one, the check comes first, as before there could be several."""
+    services = request.app.state.services
+    if len(services) == 1:
+        service: CompletionService = services.default
+        caller.require_model(service.engine.model_name)
     await anyio.to_thread.run_sync(accounts.quotas.admit, caller)
     # The route's template, so usage groups by endpoint rather than by conversation id.
     endpoint = getattr(request.scope.get("route"), "path", None) or request.url.path

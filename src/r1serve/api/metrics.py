@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from functools import partial
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -24,54 +26,61 @@ _PER_TOKEN = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5
 
 
 class _EngineCollector(Collector):
-    """Gauges read from the engine when Prometheus scrapes."""
+    """Gauges read from the engines when Prometheus scrapes: one sample per served model."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engines: Sequence[Engine]) -> None:
+        self.engines = engines
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        s = self.engine.stats()
-        model = [self.engine.model_name]
-        kv_used, kv_total = s.kv_tokens_used, s.kv_tokens_total
-        gauges: list[tuple[str, str, float | None]] = [
-            ("r1serve_requests_running", "Requests in the running batch.", s.running),
-            ("r1serve_requests_waiting", "Requests waiting for a slot.", s.waiting),
-            ("r1serve_max_running", "Most requests decoded together.", s.max_running),
-            ("r1serve_max_waiting", "Most requests allowed to wait.", s.max_waiting),
-            ("r1serve_kv_cache_tokens_used", "Tokens held in the KV cache.", kv_used),
-            ("r1serve_kv_cache_tokens_total", "Tokens the KV cache can hold.", kv_total),
-            (
-                "r1serve_kv_cache_usage_ratio",
-                "Share of the KV cache in use.",
-                None if kv_used is None or not kv_total else kv_used / kv_total,
-            ),
-        ]
-        for name, doc, value in gauges:
-            if value is None:  # this backend cannot tell
-                continue
-            gauge = GaugeMetricFamily(name, doc, labels=["model"])
-            gauge.add_metric(model, value)
-            yield gauge
-        rejected = CounterMetricFamily(
-            "r1serve_requests_rejected", "Requests refused with 503: queue full.", labels=["model"]
-        )
-        rejected.add_metric(model, s.rejected)
-        yield rejected
-        hits = CounterMetricFamily(
-            "r1serve_prefix_cache_hit_tokens",
-            "Prompt tokens whose KV cache was reused from a shared prefix.",
-            labels=["model"],
-        )
-        hits.add_metric(model, s.prefix_cache_hits)
-        yield hits
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        for engine in self.engines:
+            for name, doc, kind, value in _engine_samples(engine):
+                if name not in families:
+                    families[name] = kind(name, doc, labels=["model"])
+                families[name].add_metric([engine.model_name], value)
+        yield from families.values()
+
+
+def _engine_samples(engine: Engine) -> Iterator[tuple[str, str, type[Any], float]]:
+    """(name, help, family type, value) of each figure the engine can tell."""
+    s = engine.stats()
+    kv_used, kv_total = s.kv_tokens_used, s.kv_tokens_total
+    gauges: list[tuple[str, str, float | None]] = [
+        ("r1serve_requests_running", "Requests in the running batch.", s.running),
+        ("r1serve_requests_waiting", "Requests waiting for a slot.", s.waiting),
+        ("r1serve_max_running", "Most requests decoded together.", s.max_running),
+        ("r1serve_max_waiting", "Most requests allowed to wait.", s.max_waiting),
+        ("r1serve_kv_cache_tokens_used", "Tokens held in the KV cache.", kv_used),
+        ("r1serve_kv_cache_tokens_total", "Tokens the KV cache can hold.", kv_total),
+        (
+            "r1serve_kv_cache_usage_ratio",
+            "Share of the KV cache in use.",
+            None if kv_used is None or not kv_total else kv_used / kv_total,
+        ),
+    ]
+    for name, doc, value in gauges:
+        if value is not None:  # None: this backend cannot tell
+            yield name, doc, GaugeMetricFamily, value
+    yield (
+        "r1serve_requests_rejected",
+        "Requests refused with 503: queue full.",
+        CounterMetricFamily,
+        s.rejected,
+    )
+    yield (
+        "r1serve_prefix_cache_hit_tokens",
+        "Prompt tokens whose KV cache was reused from a shared prefix.",
+        CounterMetricFamily,
+        s.prefix_cache_hits,
+    )
 
 
 class ServerMetrics:
-    """All metrics of one app, in a registry of its own."""
+    """All metrics of one app, in a registry of its own; every figure is labelled by model."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engines: Engine | Sequence[Engine]) -> None:
         self.registry = CollectorRegistry()
-        self.model = engine.model_name
+        engines = [engines] if not isinstance(engines, Sequence) else list(engines)
         r = self.registry
         labels = ["model"]
         self.ttft = Histogram(
@@ -114,13 +123,13 @@ class ServerMetrics:
             [*labels, "finish_reason"],
             registry=r,
         )
-        r.register(_EngineCollector(engine))
-        engine.add_finish_listener(self.observe)
+        r.register(_EngineCollector(engines))
+        for engine in engines:
+            engine.add_finish_listener(partial(self.observe, model=engine.model_name))
 
-    def observe(self, done: FinishedRequest) -> None:
-        """Record one finished request and write its log line."""
+    def observe(self, done: FinishedRequest, model: str) -> None:
+        """Record one finished request of ``model`` and write its log line."""
         t = done.timings
-        model = self.model
         end = t.finished if t.finished is not None else t.submitted
         self.e2e.labels(model).observe(end - t.submitted)
         if t.admitted is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -55,13 +56,14 @@ def untagged(name: str) -> str:
     return name.removesuffix(f":{DEFAULT_TAG}")
 
 
-def served_model(service: CompletionService, requested: str) -> str:
+def served_model(names: Sequence[str], requested: str) -> str:
     """The served model's name for ``requested`` (``x`` or ``x:latest``), else 404."""
-    served = service.engine.model_name
-    if untagged(requested) == untagged(served):
-        return served
+    for served in names:
+        if untagged(requested) == untagged(served):
+            return served
+    listing = ", ".join(repr(tagged(name)) for name in names)
     raise NotFoundError(
-        f"model {requested[:200]!r} not found: this server serves {tagged(served)!r}",
+        f"model {requested[:200]!r} not found: this server serves {listing}",
         param="model",
         code="model_not_found",
     )

@@ -261,6 +261,7 @@ class GenerateRequest(_Request):
     """Body of the simple ``POST /generate`` endpoint."""
 
     prompt: str = Field(min_length=1)
+    model: str | None = Field(None, max_length=512, description="Served model id; default: it.")
     max_length: MaxTokens | None = Field(
         None, description="Most new tokens to generate (not counting the prompt)."
     )

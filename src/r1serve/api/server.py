@@ -17,7 +17,7 @@ from r1serve.api.app import create_app
 from r1serve.api.protocol import HeaderTimeoutProtocol
 from r1serve.api.security import check_bind
 from r1serve.auth import close_accounts, open_accounts
-from r1serve.engine.registry import build_engine
+from r1serve.engine.models_file import build_served_models
 from r1serve.settings import Settings
 
 log = logging.getLogger("r1serve")
@@ -84,14 +84,17 @@ def run_server(settings: Settings, from_flags: Iterable[str] = (), verbose: bool
         for line in changed_settings(settings, from_flags):
             console.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
     check_bind(settings)  # before the slow part: a refused --no-auth fails at once
-    with console.status("loading model…"):
-        built = build_engine(settings)
-    for line in built.summary:
-        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    with console.status("loading models…"):
+        models = build_served_models(settings)
+    for model in models:
+        if len(models) > 1:
+            default = " (default)" if model.name == models.default else ""
+            console.print(f"[bold]{model.name}[/bold]{default}", highlight=False)
+        for line in model.summary:
+            console.print(line, soft_wrap=True, markup=False, highlight=False)
     accounts = open_accounts(settings)
     try:
-        app = create_app(settings, built.engine, accounts)
-        app.state.model_source = built.source  # what Ollama's /api/show and /api/tags describe
+        app = create_app(settings, models, accounts)
         url = url_for(settings.host, settings.port)
         password = accounts.generated_admin_password
         config = uvicorn.Config(

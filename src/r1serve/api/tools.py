@@ -120,7 +120,6 @@ def setup_for(
 
 def chat_constraint(req: ChatCompletionRequest, prompt: Prompt) -> Constraint | None:
     """The decoding constraint of a chat request, if it has one."""
-    after = THINK_CLOSE if prompt.opens_reasoning else None
     fmt = req.response_format
     forced = tool_constraint(req, prompt)
     if forced is not None:

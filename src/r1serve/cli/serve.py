@@ -20,6 +20,18 @@ def serve(
         typer.Option(help="HF directory, .gguf file, cached hub id, or a name from `r1serve ls`."),
     ] = None,
     served_model_name: Annotated[str | None, typer.Option(help="Id shown in /v1/models.")] = None,
+    models: Annotated[
+        Path | None,
+        typer.Option(
+            "--models", help="TOML file declaring several served models (docs/models-file.md)."
+        ),
+    ] = None,
+    serve: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME=PATH", help="Also serve NAME=PATH (repeatable); PATH as for --model."
+        ),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default: 8000].")] = None,
     dtype: Annotated[
@@ -81,8 +93,14 @@ def serve(
     from r1serve.api.server import run_server
 
     flags: dict[str, Any] = {
-        k: v for k, v in locals().items() if v is not None and k not in ("no_auth", "verbose")
+        k: v
+        for k, v in locals().items()
+        if v is not None and k not in ("no_auth", "verbose", "models", "serve")
     }
+    if models is not None:
+        flags["models_file"] = models
+    if serve:
+        flags["serve"] = serve
     if no_auth:
         flags["auth"] = False
     try:

@@ -18,7 +18,7 @@ from r1serve import __version__
 from r1serve.api import ollama_mapping as mapping
 from r1serve.api import ollama_models as models
 from r1serve.api import ollama_tools
-from r1serve.api.deps import get_service, get_settings, request_id, unless_disconnected
+from r1serve.api.deps import get_settings, request_id, unless_disconnected
 from r1serve.api.metering import Admitted
 from r1serve.api.ollama_pull import pull_lines, target_of
 from r1serve.api.ollama_schemas import (
@@ -29,7 +29,8 @@ from r1serve.api.ollama_schemas import (
     PullRequest,
 )
 from r1serve.api.ollama_wire import Line, NDJSONResponse, reply_lines
-from r1serve.api.security import Admin
+from r1serve.api.security import Admin, current_principal
+from r1serve.api.served import ModelServices, get_services
 from r1serve.api.service import CompletionService
 from r1serve.api.tools import ToolSetup, setup_for, with_tool_calls
 from r1serve.catalog.pull import PullOptions
@@ -48,12 +49,27 @@ from r1serve.settings import Settings
 OLLAMA_API_VERSION = "0.12.0"
 
 router = APIRouter(tags=["ollama"])
-Service = Annotated[CompletionService, Depends(get_service)]
+Services = Annotated[ModelServices, Depends(get_services)]
 Config = Annotated[Settings, Depends(get_settings)]
 
 
-def _facts(request: Request) -> models.ModelFacts:
-    return models.facts_of(getattr(request.app.state, "model_source", None))
+def _pick(request: Request, requested: str) -> tuple[CompletionService, str]:
+    """The service and name of the served model ``requested`` names (``x`` or ``x:latest``);
+    404 naming the served ones, 403 for a key scoped to other models."""
+    services = get_services(request)
+    name = mapping.served_model(services.models.names, requested)
+    current_principal(request).require_model(name)
+    return services.get(name), name
+
+
+def _facts(request: Request, name: str) -> models.ModelFacts:
+    """What the model's own files say; ``app.state.model_source`` for a single model built
+    outside ``ServedModels`` (older callers set it)."""
+    services = get_services(request)
+    source = services.served(name).source
+    if source is None and len(services) == 1:
+        source = getattr(request.app.state, "model_source", None)
+    return models.facts_of(source)
 
 
 def _loaded(model: str, keep_alive: object) -> dict[str, Any]:
@@ -69,7 +85,7 @@ def _loaded(model: str, keep_alive: object) -> dict[str, Any]:
 
 async def _reply(
     request: Request,
-    service: Service,
+    service: CompletionService,
     settings: Settings,
     body: ChatRequest | GenerateRequest,
     model: str,
@@ -147,10 +163,10 @@ async def _gather(lines: AsyncIterator[Line], text_field: str) -> Line:
 
 
 @router.post("/api/chat", dependencies=[Admitted])
-async def chat(body: ChatRequest, request: Request, service: Service, settings: Config) -> Response:
+async def chat(body: ChatRequest, request: Request, settings: Config) -> Response:
     """Chat: NDJSON lines by default, one object with ``"stream": false``; ``tools`` offered
     come back as ``message.tool_calls``."""
-    model = mapping.served_model(service, body.model)
+    service, model = _pick(request, body.model)
     mapping.check_generation_fields(body, service.engine)
     if not body.messages:
         return JSONResponse(
@@ -170,11 +186,9 @@ async def chat(body: ChatRequest, request: Request, service: Service, settings: 
 
 
 @router.post("/api/generate", dependencies=[Admitted])
-async def generate(
-    body: GenerateRequest, request: Request, service: Service, settings: Config
-) -> Response:
+async def generate(body: GenerateRequest, request: Request, settings: Config) -> Response:
     """Completion of one prompt, with the chat template unless ``raw``."""
-    model = mapping.served_model(service, body.model)
+    service, model = _pick(request, body.model)
     mapping.check_generation_fields(body, service.engine)
     if not body.prompt:
         return JSONResponse({**_loaded(model, body.keep_alive), "response": ""})
@@ -197,30 +211,41 @@ async def generate(
 
 
 @router.get("/api/tags")
-async def tags(request: Request, service: Service, settings: Config) -> dict[str, Any]:
-    """The served model first, then the other models in r1serve's store."""
-    served = models.served_entry(service.engine, _facts(request), request.app.state.started)
+async def tags(request: Request, services: Services, settings: Config) -> dict[str, Any]:
+    """The served models first, then the other models in r1serve's store."""
+    started = request.app.state.started
+    served = [
+        models.served_entry(s.engine, _facts(request, s.engine.model_name), started)
+        for s in services
+    ]
+    names = {entry["name"] for entry in served}
     stored = await anyio.to_thread.run_sync(list_models, settings.data_dir)
     others = [
         models.stored_entry(m)
         for m in stored
-        if m.format != "incomplete" and mapping.tagged(m.name) != served["name"]
+        if m.format != "incomplete" and mapping.tagged(m.name) not in names
     ]
-    return {"models": [served, *others]}
+    return {"models": [*served, *others]}
 
 
 @router.get("/api/ps")
-async def running(request: Request, service: Service) -> dict[str, Any]:
-    """The loaded model: the served one, for as long as the server runs."""
-    entry = models.running_entry(service.engine, _facts(request), request.app.state.started)
-    return {"models": [entry]}
+async def running(request: Request, services: Services) -> dict[str, Any]:
+    """The loaded models: the served ones, for as long as the server runs."""
+    started = request.app.state.started
+    return {
+        "models": [
+            models.running_entry(s.engine, _facts(request, s.engine.model_name), started)
+            for s in services
+        ]
+    }
 
 
 @router.post("/api/show")
-async def show(body: ModelRequest, request: Request, service: Service) -> dict[str, Any]:
-    """Details, parameters, template, model_info and capabilities of the served model."""
-    mapping.served_model(service, _name_of(body))
-    return models.show(service.engine, _facts(request), request.app.state.started)
+async def show(body: ModelRequest, request: Request, services: Services) -> dict[str, Any]:
+    """Details, parameters, template, model_info and capabilities of a served model."""
+    name = mapping.served_model(services.models.names, _name_of(body))
+    engine = services.get(name).engine
+    return models.show(engine, _facts(request, name), request.app.state.started)
 
 
 @router.get("/api/version")
@@ -245,11 +270,11 @@ async def pull(body: PullRequest, _: Admin, settings: Config) -> Response:
 
 @router.delete("/api/delete")
 async def delete(
-    body: ModelRequest, _: Admin, service: Service, settings: Config
+    body: ModelRequest, _: Admin, services: Services, settings: Config
 ) -> dict[str, str]:
-    """Remove a model from r1serve's store (admins only); never the one being served."""
+    """Remove a model from r1serve's store (admins only); never one being served."""
     name = mapping.untagged(_name_of(body))
-    if name == mapping.untagged(service.engine.model_name):
+    if any(name == mapping.untagged(served) for served in services.models.names):
         raise ConflictError(f"model {name!r} is being served; stop the server to remove it")
     remove: Callable[[], object] = lambda: remove_model(name, settings.data_dir)  # noqa: E731
     try:
@@ -261,9 +286,9 @@ async def delete(
 
 @router.post("/api/embed")
 @router.post("/api/embeddings")
-async def embed(body: EmbedRequest, service: Service) -> Response:
+async def embed(body: EmbedRequest, services: Services) -> Response:
     """r1serve serves generative models only: a clear 400, as Ollama answers for such models."""
-    model = mapping.served_model(service, body.model)
+    model = mapping.served_model(services.models.names, body.model)
     raise RequestError(f"model {model!r} does not support embeddings", param="model")
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from r1serve.api.deps import get_service, get_settings, request_id, unless_disconnected
+from r1serve.api.deps import get_settings, request_id, unless_disconnected
 from r1serve.api.errors import route_params
 from r1serve.api.logprobs import TokenText
 from r1serve.api.metering import Admitted
@@ -22,16 +22,16 @@ from r1serve.api.schemas import (
     ModelCard,
     ModelList,
 )
-from r1serve.api.service import CompletionService
+from r1serve.api.served import ModelServices, get_services, service_for
 from r1serve.api.sse import chat_events, completion_events, event_stream
-from r1serve.errors import NotFoundError
+from r1serve.engine.models import ServedModel
 from r1serve.settings import Settings
 
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 413, 429, 503)
 }
 router = APIRouter(tags=["openai"], responses=ERRORS)
-Service = Annotated[CompletionService, Depends(get_service)]
+Services = Annotated[ModelServices, Depends(get_services)]
 Config = Annotated[Settings, Depends(get_settings)]
 
 
@@ -42,10 +42,11 @@ Config = Annotated[Settings, Depends(get_settings)]
     responses={200: {"content": SSE_CONTENT}},
 )
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, service: Service, settings: Config
+    body: ChatCompletionRequest, request: Request, settings: Config
 ) -> Response:
     """Chat completion; ``stream: true`` gives SSE chunks with ``reasoning_content``."""
     rid = request_id(request, "chatcmpl")
+    service = service_for(request, body.model)
     if not body.stream:
         result = await unless_disconnected(request, service.chat(body, rid))
         return JSONResponse(result.model_dump())
@@ -69,11 +70,10 @@ async def chat_completions(
     dependencies=[Admitted],
     responses={200: {"content": SSE_CONTENT}},
 )
-async def completions(
-    body: CompletionRequest, request: Request, service: Service, settings: Config
-) -> Response:
+async def completions(body: CompletionRequest, request: Request, settings: Config) -> Response:
     """Raw text completion (no chat template); control tokens in the prompt are parsed."""
     rid = request_id(request, "cmpl")
+    service = service_for(request, body.model)
     with route_params(messages="prompt"):
         if not body.stream:
             result = await unless_disconnected(request, service.completion(body, rid))
@@ -98,24 +98,22 @@ async def completions(
     return event_stream(events, send_timeout_s=settings.send_timeout_s)
 
 
-def _card(request: Request, service: CompletionService) -> ModelCard:
+def _card(request: Request, model: ServedModel) -> ModelCard:
     return ModelCard(
-        id=service.engine.model_name,
+        id=model.name,
         created=request.app.state.started,
-        max_model_len=service.engine.context_length,
-        engine=service.engine.kind,
+        max_model_len=model.engine.context_length,
+        engine=model.engine.kind,
     )
 
 
 @router.get("/v1/models", response_model=ModelList)
-async def list_models(request: Request, service: Service) -> ModelList:
-    """The served model."""
-    return ModelList(data=[_card(request, service)])
+async def list_models(request: Request, services: Services) -> ModelList:
+    """Every served model: the default first, then the others as declared."""
+    return ModelList(data=[_card(request, model) for model in services.models])
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard)
-async def get_model(model_id: str, request: Request, service: Service) -> ModelCard:
-    """One model by id; 404 for anything not served."""
-    if model_id != service.engine.model_name:
-        raise NotFoundError(f"model {model_id[:200]!r} is not served here", param="model")
-    return _card(request, service)
+async def get_model(model_id: str, request: Request, services: Services) -> ModelCard:
+    """One model by id; 404 naming the served ones for anything else."""
+    return _card(request, services.served(model_id))

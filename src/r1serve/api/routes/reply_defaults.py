@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from r1serve.api.routes.conversations import History
@@ -35,9 +35,10 @@ class ReplyDefaultsOut(BaseModel):
     in_force: dict[str, InForceOut]
 
 
-def _out(history: History, user: dict[str, Any]) -> ReplyDefaultsOut:
-    engine = history.completions.engine
-    model = dict(history.completions.default_sampling)
+def _out(history: History, user: dict[str, Any], name: str | None = None) -> ReplyDefaultsOut:
+    service = history.services.get(name)
+    engine = service.engine
+    model = dict(service.default_sampling)
     model["max_tokens"] = page_reply_cap(engine.model_name)
     forced: dict[str, InForce] = in_force(
         conversation={}, user=user, model_defaults=model, model_name=engine.model_name
@@ -52,11 +53,15 @@ def _out(history: History, user: dict[str, Any]) -> ReplyDefaultsOut:
 
 
 @router.get("/reply-defaults", response_model=ReplyDefaultsOut)
-async def get_reply_defaults(caller: Caller, history: History) -> ReplyDefaultsOut:
+async def get_reply_defaults(
+    caller: Caller,
+    history: History,
+    model: Annotated[str | None, Query(min_length=1, max_length=512)] = None,
+) -> ReplyDefaultsOut:
     """My defaults, and each setting's value in force with its source (a conversation's own
-    settings come first)."""
+    settings come first), for ``model`` (default: the server's default model)."""
     user = await anyio.to_thread.run_sync(history.defaults.get, caller.user_id)
-    return _out(history, user)
+    return _out(history, user, model)
 
 
 @router.put("/reply-defaults", response_model=ReplyDefaultsOut)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from r1serve.api.deps import get_service, get_settings, request_id, unless_disconnected
+from r1serve.api.deps import get_settings, request_id, unless_disconnected
 from r1serve.api.errors import route_params
 from r1serve.api.metering import Admitted
 from r1serve.api.schemas import (
@@ -16,13 +16,13 @@ from r1serve.api.schemas import (
     GenerateRequest,
     GenerateResponse,
 )
+from r1serve.api.served import service_for
 from r1serve.api.service import CompletionService
 from r1serve.api.sse import event_stream, simple_events
 from r1serve.engine.protocol import SamplingParams
 from r1serve.settings import Settings
 
 router = APIRouter(tags=["simple"], responses={400: {"model": ErrorResponse}})
-Service = Annotated[CompletionService, Depends(get_service)]
 
 
 def _params(
@@ -48,16 +48,18 @@ def _params(
 )
 async def stream_generate(
     request: Request,
-    service: Service,
     settings: Annotated[Settings, Depends(get_settings)],
     prompt: Annotated[str, Query(min_length=1, max_length=200_000)],
     max_length: Annotated[int | None, Query(ge=1, le=MAX_TOKENS_CAP)] = None,
     temperature: Annotated[float | None, Query(ge=0.0, le=100.0, allow_inf_nan=False)] = None,
+    model: Annotated[str | None, Query(min_length=1, max_length=512)] = None,
 ) -> Response:
     """SSE: answer text as ``data:`` events, reasoning as ``event: reasoning``, then [DONE].
 
-    ``max_length`` is the most new tokens (the prompt is not counted).
+    ``max_length`` is the most new tokens (the prompt is not counted); ``model``: a served
+    model's id (default: the server's default model).
     """
+    service = service_for(request, model)
     with route_params(messages="prompt", max_tokens="max_length"):
         prompt_tokens = await service.prompts.prepare(
             len(prompt),
@@ -71,8 +73,9 @@ async def stream_generate(
 
 
 @router.post("/generate", response_model=GenerateResponse, dependencies=[Admitted])
-async def generate(body: GenerateRequest, request: Request, service: Service) -> GenerateResponse:
+async def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
     """The whole reply at once: ``{"response": answer, "reasoning": ...}``."""
+    service = service_for(request, body.model)
     with route_params(messages="prompt", max_tokens="max_length"):
         params = _params(service, body.max_length, body.temperature, body.top_p)
         work = service.generate(body.prompt, params, request_id(request, "gen"))

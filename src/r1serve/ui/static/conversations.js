@@ -72,9 +72,11 @@ export function continueReply(conversationId, messageId, { signal } = {}) {
   });
 }
 
-/** The caller's reply defaults and each setting's value in force, with its source. */
-export function getReplyDefaults() {
-  return apiJson("GET", "/api/me/reply-defaults");
+/** The caller's reply defaults and each setting's value in force, with its source, for a
+ * served model (default: the server's default model). */
+export function getReplyDefaults(model) {
+  const query = model ? `?model=${encodeURIComponent(model)}` : "";
+  return apiJson("GET", `/api/me/reply-defaults${query}`);
 }
 
 /** Replace the caller's reply defaults. */

@@ -185,9 +185,18 @@ class ChatController {
     if (chosen) this.selectModel(chosen);
   }
 
-  async loadDefaults() {
+  /** With several models served, the settings panel shows the defaults of the chosen one. */
+  defaultsFor(model) {
+    if ((this.models?.length ?? 0) < 2 || !this.models.some((m) => m.id === model)) return;
+    if (model !== this.defaultsModel) this.loadDefaults(model);
+  }
+
+  /** The reply defaults in force for a model (the model's own sampling and reply cap). */
+  async loadDefaults(model = this.ui.modelSelect.value) {
+    this.defaultsModel = model || "";
     try {
-      this.panel.setDefaults(await getReplyDefaults());
+      const defaults = await getReplyDefaults(model || undefined);
+      if (this.defaultsModel === (model || "")) this.panel.setDefaults(defaults);
     } catch (error) {
       this.setStatus(t("status.error", { message: error.message }), true);
     }
@@ -266,7 +275,10 @@ class ChatController {
       this.setStatus(t("status.error", { message: error.message }), true);
       return;
     }
-    if (seq === this.openSeq) this.show(conversation);
+    if (seq === this.openSeq) {
+      this.show(conversation);
+      this.defaultsFor(conversation.model);
+    }
   }
 
   /** Show a conversation from the server; keepStatus leaves the status line as it is. */
@@ -522,6 +534,7 @@ class ChatController {
 
   async changeModel() {
     const model = this.ui.modelSelect.value;
+    this.defaultsFor(model);
     if (!this.conversation || !model) return;
     try {
       const updated = await updateConversation(this.conversation.id, { model });
