@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -66,6 +67,16 @@ class _EngineCollector(Collector):
         yield hits
 
 
+class _Forward(Collector):
+    """Another registry's metrics, scraped with these."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        yield from self.registry.collect()
+
+
 class ServerMetrics:
     """All metrics of one app, in a registry of its own."""
 
@@ -115,6 +126,9 @@ class ServerMetrics:
             registry=r,
         )
         r.register(_EngineCollector(engine))
+        # Backends with metrics of their own (the upstream engine's per-replica counters).
+        for extra in getattr(engine, "metric_registries", lambda: [])():
+            r.register(_Forward(extra))
         engine.add_finish_listener(self.observe)
 
     def observe(self, done: FinishedRequest) -> None:
