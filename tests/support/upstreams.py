@@ -46,7 +46,12 @@ class R1ServeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = Path(tempfile.mkstemp(prefix="r1serve-upstream-", suffix=".log")[1])
 
-    def start(self, timeout: float = 120) -> R1ServeProcess:
+    def start(self, timeout: float = 180) -> R1ServeProcess:
+        self.launch()
+        return self.wait(timeout)
+
+    def launch(self) -> R1ServeProcess:
+        """Start the process without waiting for it (several then load in parallel)."""
         env = {
             **os.environ,
             "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT / 'tests'}",
@@ -63,6 +68,11 @@ class R1ServeProcess:
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
             )
+        return self
+
+    def wait(self, timeout: float = 180) -> R1ServeProcess:
+        """Until /health answers; RuntimeError with the log's tail if it exits or never does."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
