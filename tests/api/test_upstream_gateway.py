@@ -201,3 +201,30 @@ def test_gateway_metrics_name_each_replica(served: list[LiveServer]) -> None:
             for line in text.splitlines()
         )
         assert "r1serve_upstream_request_seconds_bucket" in text
+
+
+def test_a_failing_replica_is_skipped_before_anything_is_sent(served: list[LiveServer]) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    with (
+        ScriptedUpstream("", status=500) as broken,
+        ScriptedUpstream("sglang.sse") as healthy,
+    ):
+        served.append(server := gateway(dead, broken.url, healthy.url, model="up-model"))
+        for _ in range(3):
+            response = httpx.post(f"{server.url}/v1/chat/completions", json={"messages": HI},
+                                  timeout=30)  # fmt: skip
+            assert response.status_code == 200, response.text
+            assert response.json()["choices"][0]["message"]["content"] == TINY_ANSWER
+        assert len(healthy.bodies) == 3
+        engine: UpstreamEngine = server.engine  # type: ignore[assignment]
+        assert [r.up for r in engine.pool] == [False, True, True]  # 500s do not eject
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        assert f'kind="status",model="up-model",replica="{broken.url}"' in text
+
+
+def test_upstream_urls_come_as_a_comma_list_or_repeated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("R1SERVE_UPSTREAM_URL", "http://a:8000/v1, http://b:8000/v1")
+    assert make_settings().upstream_url == ["http://a:8000/v1", "http://b:8000/v1"]
+    settings = make_settings(upstream_url=["http://a/v1,http://b/v1", "http://c/v1"])
+    config = UpstreamConfig.from_settings(settings)
+    assert config.urls == ("http://a/v1", "http://b/v1", "http://c/v1")

@@ -59,6 +59,16 @@ def serve(
     upstream_max_concurrency: Annotated[
         int | None, typer.Option(help="upstream: requests in flight per replica [default: 64].")
     ] = None,
+    upstream_connect_timeout_s: Annotated[
+        float | None, typer.Option(help="upstream: seconds to connect [default: 5].")
+    ] = None,
+    upstream_chunk_timeout_s: Annotated[
+        float | None,
+        typer.Option(help="upstream: seconds to the response and between chunks [default: 120]."),
+    ] = None,
+    upstream_health_interval_s: Annotated[
+        float | None, typer.Option(help="upstream: seconds between health checks [default: 5].")
+    ] = None,
     runner: Annotated[str | None, typer.Option(help="auto, native or hf.")] = None,
     gpu_layers: Annotated[
         int | None,

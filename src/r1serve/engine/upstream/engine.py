@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -417,9 +418,10 @@ class UpstreamStream:
 
     async def _final(self, text: str, reason: FinishReason | None = None) -> Delta:
         counted = self._emitted
-        usage = self._usage or Usage(
-            len(self._request.prompt_token_ids), counted, self._think.reasoning_chunks
-        )
+        chunks = self._think.reasoning_chunks  # about one token each, where usage does not say
+        usage = self._usage or Usage(len(self._request.prompt_token_ids), counted, chunks)
+        if not usage.reasoning_tokens and chunks:
+            usage = replace(usage, reasoning_tokens=min(chunks, usage.completion_tokens))
         extra = max(0, usage.completion_tokens - counted)
         reason = reason or self._finish or "stop"
         await self._end(reason, usage)
