@@ -228,3 +228,51 @@ def test_upstream_urls_come_as_a_comma_list_or_repeated(monkeypatch: pytest.Monk
     settings = make_settings(upstream_url=["http://a/v1,http://b/v1", "http://c/v1"])
     config = UpstreamConfig.from_settings(settings)
     assert config.urls == ("http://a/v1", "http://b/v1", "http://c/v1")
+
+
+def test_quotas_count_the_upstreams_usage() -> None:
+    from fastapi.testclient import TestClient
+
+    from r1serve.api.app import create_app
+    from r1serve.auth import close_accounts
+    from support.accounts import BASE_URL, SecureApp, secure_settings, test_accounts
+
+    with ScriptedUpstream("vllm_reasoning.sse") as upstream:
+        settings = secure_settings()
+        accounts = test_accounts(settings)
+        engine = build_upstream(UpstreamConfig(urls=(upstream.url,)))
+        try:
+            with TestClient(create_app(settings, engine, accounts), base_url=BASE_URL) as client:
+                app = SecureApp(client, accounts, engine)  # type: ignore[arg-type]
+                app.add_user("ada")
+                headers = {"Authorization": f"Bearer {app.key_for('ada')}"}
+                whole = client.post("/v1/chat/completions", json={"messages": HI}, headers=headers)
+                assert whole.json()["usage"]["completion_tokens"] == 27
+                body = {"messages": HI, "stream": True}
+                with client.stream("POST", "/v1/chat/completions", json=body,
+                                   headers=headers) as response:  # fmt: skip
+                    assert sse_payloads(response.read().decode())[-1] == "[DONE]"
+                accounts.usage.flush()
+                usage = client.get("/api/usage", headers=headers).json()
+                recent = usage["recent"]
+                assert [r["completion_tokens"] for r in recent] == [27, 27]
+                assert all(r["prompt_tokens"] > 0 for r in recent)
+        finally:
+            close_accounts(accounts)
+
+
+def test_time_limits_and_a_silent_upstream(served: list[LiveServer]) -> None:
+    with ScriptedUpstream("vllm_reasoning.sse", delay_s=0.5) as upstream:
+        served.append(server := gateway(upstream.url, chunk_timeout_s=0.2))
+        response = httpx.post(f"{server.url}/v1/chat/completions", json={"messages": HI},
+                              timeout=30)  # fmt: skip
+        assert response.status_code == 504
+        assert "sent nothing for 0.2 s" in response.json()["error"]["message"]
+        served.append(patient := gateway(upstream.url))
+        response = httpx.post(f"{patient.url}/v1/chat/completions", timeout=30,
+                              json={"messages": HI, "timeout": 1.2})  # fmt: skip
+        assert response.status_code == 200
+        assert response.json()["choices"][0]["finish_reason"] == "timeout"
+        engine: UpstreamEngine = patient.engine  # type: ignore[assignment]
+        assert wait_for(lambda: engine.stats().running == 0, timeout=10)
+        assert wait_for(lambda: upstream.disconnects >= 2, timeout=10)
