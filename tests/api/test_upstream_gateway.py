@@ -276,3 +276,13 @@ def test_time_limits_and_a_silent_upstream(served: list[LiveServer]) -> None:
         engine: UpstreamEngine = patient.engine  # type: ignore[assignment]
         assert wait_for(lambda: engine.stats().running == 0, timeout=10)
         assert wait_for(lambda: upstream.disconnects >= 2, timeout=10)
+
+
+def test_the_ollama_api_over_an_upstream(served: list[LiveServer]) -> None:
+    with ScriptedUpstream("ollama.sse") as upstream:
+        served.append(server := gateway(upstream.url))
+        body = {"model": "up-model", "messages": HI, "stream": False, "think": True}
+        reply = httpx.post(f"{server.url}/api/chat", json=body, timeout=30).json()
+        assert reply["message"]["thinking"] == TINY_REASONING
+        assert reply["message"]["content"] == TINY_ANSWER
+        assert reply["eval_count"] == 27
