@@ -140,6 +140,6 @@ def test_request_body_streams_with_usage_to_the_right_route() -> None:
     ],
 )
 def test_upstream_statuses_keep_their_class(status: int, kind: type, code: int) -> None:
-    error = status_error(status, {"error": {"message": "said the upstream"}}, "http://u/v1")
+    error = status_error(status, {"error": {"message": "said the upstream"}}, "upstream replica #1")
     assert type(error) is kind and error.status_code == code
     assert "said the upstream" in error.message

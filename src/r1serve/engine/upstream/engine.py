@@ -283,16 +283,15 @@ class UpstreamStream:
         except httpx.TimeoutException as exc:
             if isinstance(exc, httpx.ConnectTimeout):
                 pool.failed(replica, "connect", f"connect timed out: {exc!r}", eject=True)
-                return UpstreamError(f"upstream {replica.url} could not be reached (timeout)")
+                return UpstreamError(f"{replica.name} could not be reached (timeout)")
             pool.failed(replica, "timeout", repr(exc), eject=False)
             raise UpstreamError(
-                f"upstream {replica.url} did not answer within "
-                f"{self._engine.config.chunk_timeout_s:g} s",
+                f"{replica.name} did not answer within {self._engine.config.chunk_timeout_s:g} s",
                 status_code=504,
             ) from None
         except _UNREACHABLE as exc:
             pool.failed(replica, "connect", f"{type(exc).__name__}: {exc}"[:300], eject=True)
-            return UpstreamError(f"upstream {replica.url} could not be reached: {exc}")
+            return UpstreamError(f"{replica.name} could not be reached: {exc}")
         if response.status_code >= 400:
             try:
                 raw = await response.aread()
@@ -304,7 +303,8 @@ class UpstreamStream:
                 body: object = json.loads(raw)
             except ValueError:
                 body = raw.decode("utf-8", "replace")
-            error = status_error(response.status_code, body, replica.url)
+            error = status_error(response.status_code, body, replica.name)
+            log.warning("%s (%s): HTTP %d", replica.name, replica.url, response.status_code)
             pool.failed(replica, "status", f"HTTP {response.status_code}", eject=False)
             if response.status_code >= 500 or response.status_code == 429:
                 return error  # another replica may take it
@@ -399,12 +399,13 @@ class UpstreamStream:
     async def _failed(self, what: str) -> UpstreamError | None:
         """Move to another replica if no text came out yet (None: moved), else the error."""
         replica = self._replica
-        url = replica.url if replica is not None else "?"
+        name = replica.name if replica is not None else "upstream"
         if replica is not None:
             self._engine.pool.failed(replica, "stream", what, eject=True)
+            log.warning("%s (%s) %s mid-reply", replica.name, replica.url, what)
         await self._close_response()
         error = UpstreamError(
-            f"upstream {url} {what} after {self._emitted} chunks; the reply is incomplete"
+            f"{name} {what} after {self._emitted} chunks; the reply is incomplete"
         )
         if self._emitted == 0 and self._finish is None:
             self._release()

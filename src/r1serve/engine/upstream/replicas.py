@@ -37,6 +37,11 @@ class Replica:
     last_error: str | None = None
     order: int = field(default=0)
 
+    @property
+    def name(self) -> str:
+        """How errors sent to clients name it: its position, not its internal address."""
+        return f"upstream replica #{self.order + 1}"
+
 
 class ReplicaMetrics:
     """Per-replica counters in a registry of their own, which the server's /metrics includes."""
@@ -114,7 +119,7 @@ class ReplicaPool:
             return
         up = [r for r in self.replicas if r.up]
         if not up:
-            reasons = "; ".join(f"{r.url}: {r.last_error or 'down'}" for r in self.replicas)
+            reasons = "; ".join(f"#{r.order + 1}: {r.last_error or 'down'}" for r in self.replicas)
             raise OverloadedError(
                 f"every upstream replica is down ({reasons}); retry later",
                 retry_after=self.retry_after_s,
@@ -149,14 +154,14 @@ class ReplicaPool:
         """Count an error; ``eject`` (the replica itself failed) takes it out until it heals."""
         self.metrics.errors.labels(self.metrics.model, replica.url, kind).inc()
         if eject and replica.up:
-            log.warning("upstream replica %s ejected: %s", replica.url, reason)
+            log.warning("%s (%s) ejected: %s", replica.name, replica.url, reason)
             replica.up = False
             replica.last_error = reason
             self._gauges(replica)
 
     def healed(self, replica: Replica) -> None:
         if not replica.up:
-            log.warning("upstream replica %s re-admitted", replica.url)
+            log.warning("%s (%s) re-admitted", replica.name, replica.url)
         replica.up = True
         replica.last_error = None
         self._gauges(replica)

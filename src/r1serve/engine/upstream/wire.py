@@ -185,9 +185,9 @@ def status_error(status: int, body: object, replica: str) -> UpstreamError | Req
         return UpstreamRequestError(message, status_code=status)
     if status in (401, 403, 407):
         # The upstream refused r1serve's key: a configuration fault, not the client's.
-        return UpstreamError(f"upstream {replica} refused r1serve's API key ({status}): {message}")
+        return UpstreamError(f"{replica} refused r1serve's API key ({status}): {message}")
     if status in (408, 504):
-        return UpstreamError(f"upstream {replica} timed out: {message}", status_code=504)
+        return UpstreamError(f"{replica} timed out: {message}", status_code=504)
     if status in (429, 503):
-        return UpstreamError(f"upstream {replica} is busy: {message}", status_code=503)
-    return UpstreamError(f"upstream {replica} failed ({status}): {message}")
+        return UpstreamError(f"{replica} is busy: {message}", status_code=503)
+    return UpstreamError(f"{replica} failed ({status}): {message}")
