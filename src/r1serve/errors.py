@@ -10,13 +10,15 @@ the message on one line and exits non-zero.
     │   ├── NotFoundError             (404, "not_found_error")  unknown model, route, object
     │   ├── ConflictError             (409, "invalid_request_error")  clashes with current state
     │   ├── PayloadTooLargeError      (413, "invalid_request_error")
-    │   └── UnprocessableError        (422, "invalid_request_error")  schema validation failed
+    │   ├── UnprocessableError        (422, "invalid_request_error")  schema validation failed
+    │   └── UpstreamRequestError      (the upstream's 4xx) an upstream refused the input
     ├── AuthenticationError           (401, "authentication_error")
     │   └── AccessRevokedError        (code "access_revoked") a running stream's access ended
     ├── PermissionDeniedError         (403, "permission_error")
     ├── RateLimitError                (429, "rate_limit_error", Retry-After)
     ├── OverloadedError               (503, "server_overloaded", Retry-After)
     ├── EngineError                   (500, "server_error")  the model failed mid-request
+    ├── UpstreamError                 (502, "upstream_error")  an upstream server failed
     ├── ConfigError                   (start-up only: bad model path, bad settings)
     │   ├── ModelNotFoundError        a --model path or name that does not exist
     │   └── UnsupportedModelError     no weights, or an architecture we cannot run
@@ -127,6 +129,28 @@ class OverloadedError(RetryableError):
 
 class EngineError(R1ServeError):
     """The model failed while generating."""
+
+
+class UpstreamError(R1ServeError):
+    """An upstream OpenAI-compatible server failed, could not be reached, or stopped mid-reply.
+
+    ``status_code`` is 502 unless the upstream's own answer says better (a 504 on a timeout).
+    """
+
+    status_code = 502
+    error_type = "upstream_error"
+
+    def __init__(self, message: str, *, status_code: int = 502, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.status_code = status_code
+
+
+class UpstreamRequestError(RequestError):
+    """The upstream refused the request as bad input (its 4xx status and message, passed on)."""
+
+    def __init__(self, message: str, *, status_code: int = 400, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.status_code = status_code
 
 
 class ConfigError(R1ServeError):

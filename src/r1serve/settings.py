@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 ReasoningFormat = Literal["split", "raw"]
@@ -57,11 +57,12 @@ class Settings(BaseSettings):
     )
 
     # Engine and scheduler
-    engine: Literal["auto", "transformers", "llamacpp"] = Field(
+    engine: Literal["auto", "transformers", "llamacpp", "upstream"] = Field(
         "auto",
         description="Backend that runs the model: transformers (HF folders and GGUF, dequantized), "
-        "llamacpp (GGUF, quantized, through llama.cpp) or auto (llamacpp for a .gguf file when "
-        "its binding is installed, transformers otherwise).",
+        "llamacpp (GGUF, quantized, through llama.cpp), upstream (an OpenAI-compatible server "
+        "named by upstream_url) or auto (llamacpp for a .gguf file when its binding is "
+        "installed, transformers otherwise).",
     )
     runner: Literal["auto", "native", "hf"] = Field(
         "auto",
@@ -103,6 +104,50 @@ class Settings(BaseSettings):
         description="Prompt tokens run per scheduler step (chunked prefill), so long prompts "
         "never stall running streams for long; while no stream is decoding a step takes 8 times "
         "this. Default: 256 on CPU, 4096 on CUDA.",
+    )
+
+    # Upstream engine (an OpenAI-compatible server: vLLM, SGLang, llama.cpp, Ollama, r1serve)
+    upstream_url: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="upstream engine: base URL of the server's OpenAI API (http://gpu:8000/v1); "
+        "several (repeat the flag, or a comma list) are replicas of one model.",
+    )
+    upstream_model: str | None = Field(
+        None,
+        description="upstream engine: the model's id on the upstream; default: the first one its "
+        "/v1/models lists. Served under served_model_name, else this id.",
+    )
+    upstream_api_key_env: str = Field(
+        "R1SERVE_UPSTREAM_API_KEY",
+        description="upstream engine: name of the environment variable that holds the upstream's "
+        "API key (sent as a Bearer token; never logged). Unset variable: no key.",
+    )
+    upstream_connect_timeout_s: float = Field(
+        5.0, gt=0, description="upstream engine: seconds to connect to a replica."
+    )
+    upstream_chunk_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="upstream engine: seconds to wait for the response and between two streamed "
+        "chunks before the reply fails with 504.",
+    )
+    upstream_max_concurrency: int = Field(
+        64,
+        gt=0,
+        description="upstream engine: requests in flight per replica; with every replica full or "
+        "down, requests get 503 with Retry-After.",
+    )
+    upstream_health_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="upstream engine: seconds between health checks (GET /models) of each "
+        "replica; a failing one is ejected, and re-admitted once a check passes.",
+    )
+    upstream_tokenizer: str = Field(
+        "auto",
+        description="upstream engine: how prompts are counted for context fitting and quotas: "
+        "upstream (its /tokenize, as vLLM has), estimate (characters / 4), a local tokenizer "
+        "folder or tokenizer.json, or auto (upstream when it answers /tokenize, else estimate).",
     )
 
     # Storage
@@ -236,3 +281,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the server."
     )
+
+    @field_validator("upstream_url", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        """A comma list (``R1SERVE_UPSTREAM_URL=http://a/v1,http://b/v1``) or repeated flags."""
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        return [u.strip() for item in items for u in str(item).split(",") if u.strip()]

@@ -75,6 +75,24 @@ def _engine_samples(engine: Engine) -> Iterator[tuple[str, str, type[Any], float
     )
 
 
+class _Forward(Collector):
+    """Other registries' metrics, scraped with these; families of the same name (two upstream
+    models' per-replica counters) are merged into one, as Prometheus requires."""
+
+    def __init__(self, registries: Sequence[CollectorRegistry]) -> None:
+        self.registries = registries
+
+    def collect(self) -> Iterator[Any]:
+        merged: dict[str, Any] = {}
+        for registry in self.registries:
+            for family in registry.collect():
+                if family.name in merged:
+                    merged[family.name].samples.extend(family.samples)
+                else:
+                    merged[family.name] = family
+        yield from merged.values()
+
+
 class ServerMetrics:
     """All metrics of one app, in a registry of its own; every figure is labelled by model."""
 
@@ -124,8 +142,13 @@ class ServerMetrics:
             registry=r,
         )
         r.register(_EngineCollector(engines))
+        extras: list[CollectorRegistry] = []
         for engine in engines:
             engine.add_finish_listener(partial(self.observe, model=engine.model_name))
+            # Backends with metrics of their own (the upstream engine's per-replica counters).
+            extras.extend(getattr(engine, "metric_registries", lambda: [])())
+        if extras:
+            r.register(_Forward(extras))
 
     def observe(self, done: FinishedRequest, model: str) -> None:
         """Record one finished request of ``model`` and write its log line."""

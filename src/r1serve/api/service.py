@@ -40,6 +40,7 @@ from r1serve.engine.protocol import (
     FinishReason,
     GenerationRequest,
     Prompt,
+    PromptOrigin,
     SamplingParams,
     TokenLogprob,
     Usage,
@@ -210,7 +211,7 @@ class CompletionService:
         ids = self.engine.tokenizer.encode(text, add_special_tokens=True)
         if not ids:
             raise RequestError("prompt is empty after tokenization", param="prompt")
-        return Prompt(token_ids=tuple(ids), text=text)
+        return Prompt(token_ids=tuple(ids), text=text, origin=PromptOrigin(text=text))
 
     def _requests(
         self,
@@ -234,6 +235,7 @@ class CompletionService:
                         prompt_token_ids=prompt.token_ids,
                         params=replace(params, seed=seed),
                         timeout_s=timeout,
+                        origin=prompt.origin,
                     )
                 )
         return out

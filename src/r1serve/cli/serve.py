@@ -47,7 +47,39 @@ def serve(
     max_model_len: Annotated[int | None, typer.Option(help="Context length to serve.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the model.")] = None,
     engine: Annotated[
-        str | None, typer.Option(help="auto, transformers or llamacpp [default: auto].")
+        str | None,
+        typer.Option(help="auto, transformers, llamacpp or upstream [default: auto]."),
+    ] = None,
+    upstream_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="upstream: the server's OpenAI base URL (http://gpu:8000/v1); repeat (or a "
+            "comma list) for replicas."
+        ),
+    ] = None,
+    upstream_model: Annotated[
+        str | None, typer.Option(help="upstream: model id there [default: the first listed].")
+    ] = None,
+    upstream_api_key_env: Annotated[
+        str | None,
+        typer.Option(help="upstream: variable holding its API key [R1SERVE_UPSTREAM_API_KEY]."),
+    ] = None,
+    upstream_tokenizer: Annotated[
+        str | None,
+        typer.Option(help="upstream: auto, upstream, estimate or a local tokenizer path."),
+    ] = None,
+    upstream_max_concurrency: Annotated[
+        int | None, typer.Option(help="upstream: requests in flight per replica [default: 64].")
+    ] = None,
+    upstream_connect_timeout_s: Annotated[
+        float | None, typer.Option(help="upstream: seconds to connect [default: 5].")
+    ] = None,
+    upstream_chunk_timeout_s: Annotated[
+        float | None,
+        typer.Option(help="upstream: seconds to the response and between chunks [default: 120]."),
+    ] = None,
+    upstream_health_interval_s: Annotated[
+        float | None, typer.Option(help="upstream: seconds between health checks [default: 5].")
     ] = None,
     runner: Annotated[str | None, typer.Option(help="auto, native or hf.")] = None,
     gpu_layers: Annotated[

@@ -104,6 +104,15 @@ class SamplingParams:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptOrigin:
+    """What a prompt was made from, for a backend that sends messages or text on instead of token
+    ids (an upstream server applies its own chat template); local engines ignore it."""
+
+    messages: tuple[Mapping[str, object], ...] = ()
+    text: str | None = None  # a raw completion prompt
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """One sequence to generate. ``max_tokens`` is resolved by the caller against the context."""
 
@@ -111,6 +120,7 @@ class GenerationRequest:
     prompt_token_ids: tuple[int, ...]
     params: SamplingParams
     timeout_s: float | None = None  # wall-clock limit from submission; finish reason "timeout"
+    origin: PromptOrigin | None = None  # the prompt's messages or text (upstream engines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +189,7 @@ class Prompt:
     text: str
     opens_reasoning: bool = False  # the template ended the prompt inside ``<think>``
     tool_format: str | None = None  # with tools offered: the call form the model was told to use
+    origin: PromptOrigin | None = None  # the messages or text it was made from
 
 
 @dataclass(frozen=True, slots=True)

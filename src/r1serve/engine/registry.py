@@ -1,7 +1,8 @@
 """Backends by name, and the one place that turns settings into an engine.
 
 ``--engine auto`` picks llama.cpp for a ``.gguf`` file when its binding is installed and
-transformers otherwise; ``transformers`` and ``llamacpp`` force one. A backend registers a
+transformers otherwise; ``transformers`` and ``llamacpp`` force one; ``upstream`` serves a model of
+another OpenAI-compatible server (``--upstream-url``) and loads nothing here. A backend registers a
 builder ``(settings, source) -> BuiltEngine``; imports are lazy so that choosing one backend never
 loads another one's libraries.
 """
@@ -18,12 +19,13 @@ from r1serve.engine.transformers.build import BuiltEngine
 from r1serve.errors import ConfigError
 from r1serve.settings import Settings
 
-Builder = Callable[[Settings, ModelSource], BuiltEngine]
+Builder = Callable[[Settings, ModelSource | None], BuiltEngine]
 
 # name -> "module:function"; the module is imported only when that backend is chosen.
 BACKENDS: dict[str, str] = {
     "transformers": "r1serve.engine.transformers.build:build_transformers",
     "llamacpp": "r1serve.engine.llamacpp.build:build_llamacpp",
+    "upstream": "r1serve.engine.upstream.build:build_upstream_engine",
 }
 
 
@@ -68,6 +70,9 @@ def build_engine(
     store_lookup: Callable[[str], Path | None] | None = None,
 ) -> BuiltEngine:
     """Find the configured model and load it on the chosen backend (not started yet)."""
+    if settings.engine == "upstream":  # the model lives on another server
+        built = builder("upstream")(settings, None)
+        return BuiltEngine(built.engine, None, ("engine: upstream", *built.summary))
     if store_lookup is None:
         data_dir = settings.data_dir
         store_lookup = lambda name: lookup(name, data_dir)  # noqa: E731

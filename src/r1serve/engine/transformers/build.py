@@ -26,7 +26,7 @@ class BuiltEngine:
     """A backend ready to start, and the lines that say what was chosen and why."""
 
     engine: Engine
-    source: ModelSource
+    source: ModelSource | None  # None: an upstream server holds the model
     summary: tuple[str, ...]  # printed at start-up: model, memory plan, runner
 
 
