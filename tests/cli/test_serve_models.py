@@ -13,7 +13,8 @@ import httpx
 import openai
 
 from support.api import free_port
-from support.models import TINY_R1_GGUF, TINY_R1_HF
+from support.models import TINY_ANSWER, TINY_R1_GGUF, TINY_R1_HF, TINY_REASONING
+from support.upstreams import tiny_r1_upstream
 
 
 def _serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], str, Path]:
@@ -90,3 +91,42 @@ def test_a_bad_models_file_stops_the_start_with_its_line(tmp_path: Path) -> None
     assert process.wait(timeout=60) == 2
     message = log.read_text()
     assert f"models file {file} line 4 (model 'a'), field 'engine': unknown engine" in message
+
+
+def test_a_local_gguf_and_an_upstream_model_side_by_side(tmp_path: Path) -> None:
+    """One r1serve serves tiny-r1's GGUF on llama.cpp and, as an upstream model, another
+    r1serve process serving tiny-r1 on transformers; each streams its reasoning split."""
+    upstream = tiny_r1_upstream().start()
+    file = tmp_path / "models.toml"
+    file.write_text(
+        f'[[model]]\nname = "local-gguf"\npath = "{TINY_R1_GGUF}"\nengine = "llamacpp"\n'
+        "max_model_len = 160\n\n"
+        f'[[model]]\nname = "remote"\nengine = "upstream"\nurls = ["{upstream.url}/v1"]\n',
+        encoding="utf-8",
+    )
+    process, url, log = _serve(tmp_path, "--models", str(file))
+    try:
+        _wait_ready(process, url, log)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        cards = {card.id: card.model_extra or {} for card in client.models.list()}
+        assert {name: card["engine"] for name, card in cards.items()} == {
+            "local-gguf": "llamacpp",
+            "remote": "upstream",
+        }
+        for name in ("local-gguf", "remote"):
+            reasoning, answer = [], []
+            stream = client.chat.completions.create(
+                model=name, messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            for chunk in stream:
+                assert chunk.model == name
+                if chunk.choices:
+                    extra = chunk.choices[0].delta.model_extra or {}
+                    reasoning.append(extra.get("reasoning_content") or "")
+                    answer.append(chunk.choices[0].delta.content or "")
+            assert "".join(reasoning).strip() == TINY_REASONING, name
+            assert "".join(answer).strip() == TINY_ANSWER, name
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        upstream.stop()

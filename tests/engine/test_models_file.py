@@ -248,3 +248,20 @@ def test_model_and_serve_flags_serve_side_by_side_with_shared_options() -> None:
     assert {m.engine.context_length for m in models} == {112}
     with pytest.raises(ConfigError, match="'second' is already declared"):
         model_specs(make_settings(serve=["second=a", "second=b"]))
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ('urls = ["http://h:1/v1"]\nretries = 3\n', "unknown upstream option 'retries'"),
+        ("urls = []\n", "urls must be a list"),
+        ('urls = ["ftp://h/v1"]\n', "must start with http:// or https://"),
+    ],
+)
+def test_a_bad_upstream_entry_is_named(tmp_path: Path, lines: str, message: str) -> None:
+    file = tmp_path / "models.toml"
+    file.write_text(
+        f'[[model]]\nname = "fleet"\nengine = "upstream"\nmodel = "m"\n{lines}', encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match=message):
+        build_served_models(make_settings(models_file=file))

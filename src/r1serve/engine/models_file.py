@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -202,28 +202,33 @@ def _build(
 
 
 def _upstream(settings: Settings, spec: ModelSpec) -> Engine:
-    """An upstream engine from the entry's options (``engine.upstream``, loaded only here)."""
-    try:
-        from r1serve.engine.upstream import (  # type: ignore[attr-defined, unused-ignore]
-            UpstreamConfig,
-            build_upstream,
-        )
-    except ImportError as exc:
-        raise ConfigError(f"{spec.where}: engine 'upstream' is not available here") from exc
+    """An upstream engine from the entry's options: ``urls`` (a list or one string), ``model``
+    (its id upstream), ``api_key_env`` and the rest of ``UpstreamConfig``; clients call it by
+    the entry's name."""
+    from r1serve.engine.upstream.build import build_upstream
+    from r1serve.engine.upstream.config import UpstreamConfig
+
     options = dict(spec.upstream)
-    accepted = getattr(UpstreamConfig, "model_fields", None) or getattr(
-        UpstreamConfig, "__dataclass_fields__", {}
-    )
-    for key in ("name", "served_model_name"):
-        if key in accepted:
-            options.setdefault(key, spec.name)
+    known = {f.name for f in fields(UpstreamConfig)} - {"served_name"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(
+            f"{spec.where}: unknown upstream option {unknown[0]!r}; use " + ", ".join(sorted(known))
+        )
+    urls = options.get("urls")
+    if isinstance(urls, str):
+        urls = [u.strip() for u in urls.split(",") if u.strip()]
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        raise ConfigError(f"{spec.where}: urls must be a list of the upstream's .../v1 URLs")
+    options["urls"] = tuple(urls)
     try:
-        config = UpstreamConfig(**options)
-    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        config = UpstreamConfig(**options, served_name=spec.name)
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{spec.where}: {exc}") from exc
-    built = build_upstream(config)
-    engine: Engine = getattr(built, "engine", built)
-    return engine
+    try:
+        return build_upstream(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{spec.where}: {exc}") from exc
 
 
 class _Place:
