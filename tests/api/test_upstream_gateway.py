@@ -4,6 +4,7 @@ status class, a closed stream disconnects the upstream, full or dead replicas gi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -148,14 +149,9 @@ def test_a_full_replica_gives_503_and_frees_its_slot(served: list[LiveServer]) -
         assert third.status_code == 200
 
 
-def test_tools_and_logprobs_are_refused_clearly(served: list[LiveServer]) -> None:
+def test_logprobs_are_refused_clearly(served: list[LiveServer]) -> None:
     with ScriptedUpstream("vllm_reasoning.sse") as upstream:
         served.append(server := gateway(upstream.url))
-        tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
-        response = httpx.post(
-            f"{server.url}/v1/chat/completions", timeout=30, json={"messages": HI, "tools": [tool]}
-        )
-        assert response.status_code == 400 and "tools" in response.json()["error"]["message"]
         response = httpx.post(
             f"{server.url}/v1/chat/completions",
             timeout=30,
@@ -163,6 +159,114 @@ def test_tools_and_logprobs_are_refused_clearly(served: list[LiveServer]) -> Non
         )
         assert response.status_code == 400 and "logprobs" in response.json()["error"]["message"]
         assert upstream.bodies == []
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}},
+    },
+}
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_the_upstreams_tool_calls_reach_the_openai_client(
+    stream: bool, served: list[LiveServer]
+) -> None:
+    """Tools go to the upstream as they are; its streamed calls (arguments in pieces) come back
+    as OpenAI tool calls, the reasoning apart, finish_reason tool_calls; the tool results of
+    the next turn go back as OpenAI messages."""
+    with ScriptedUpstream("vllm_tool_calls.sse") as upstream:
+        served.append(server := gateway(upstream.url))
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+        asked = [{"role": "user", "content": "Weather and time in Paris?"}]
+        calls: dict[int, dict[str, str]] = {}
+        reasoning, finish = "", None
+        if stream:
+            for chunk in client.chat.completions.create(
+                model="up-model",
+                messages=asked,
+                tools=[WEATHER, TIME],
+                stream=True,  # type: ignore[arg-type, list-item]
+            ):
+                for choice in chunk.choices:
+                    reasoning += (choice.delta.model_extra or {}).get("reasoning_content") or ""
+                    finish = choice.finish_reason or finish
+                    for piece in choice.delta.tool_calls or []:
+                        call = calls.setdefault(piece.index, {"id": "", "name": "", "args": ""})
+                        call["id"] += piece.id or ""
+                        if piece.function is not None:
+                            call["name"] += piece.function.name or ""
+                            call["args"] += piece.function.arguments or ""
+        else:
+            whole = client.chat.completions.create(
+                model="up-model",
+                messages=asked,
+                tools=[WEATHER, TIME],  # type: ignore[arg-type, list-item]
+            )
+            choice = whole.choices[0]
+            finish = choice.finish_reason
+            reasoning = (choice.message.model_extra or {})["reasoning_content"]
+            for n, tool_call in enumerate(choice.message.tool_calls or []):
+                function = tool_call.function  # type: ignore[union-attr]
+                calls[n] = {"id": tool_call.id, "name": function.name, "args": function.arguments}
+        assert finish == "tool_calls" and reasoning == "The user wants the weather."
+        assert [(c["name"], json.loads(c["args"])) for _, c in sorted(calls.items())] == [
+            ("get_weather", {"city": "Paris"}),
+            ("get_time", {"zone": "CET"}),
+        ]
+        assert all(c["id"].startswith("call_") for c in calls.values())
+        sent = upstream.bodies[-1]
+        assert sent["tools"] == [WEATHER, TIME] and "tool_choice" not in sent
+        # The next turn: the calls and their results go back as OpenAI messages.
+        ids = [calls[0]["id"], calls[1]["id"]]
+        follow = [
+            *asked,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": ids[0], "type": "function",
+                     "function": {"name": "get_weather", "arguments": calls[0]["args"]}},
+                    {"id": ids[1], "type": "function",
+                     "function": {"name": "get_time", "arguments": calls[1]["args"]}},
+                ],
+            },
+            {"role": "tool", "tool_call_id": ids[0], "content": "18 C"},
+            {"role": "tool", "tool_call_id": ids[1], "content": "14:00"},
+        ]  # fmt: skip
+        client.chat.completions.create(
+            model="up-model",
+            messages=follow,
+            tools=[WEATHER, TIME],
+            tool_choice="required",  # type: ignore[arg-type, list-item]
+        )
+        sent = upstream.bodies[-1]
+        assert sent["tool_choice"] == "required"
+        assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "tool", "tool"]
+        assert sent["messages"][1]["tool_calls"][0]["function"] == {
+            "name": "get_weather",
+            "arguments": calls[0]["args"],
+        }
+        assert sent["messages"][2] == {"role": "tool", "content": "18 C", "tool_call_id": ids[0]}
+        client.chat.completions.create(
+            model="up-model",
+            messages=asked,  # type: ignore[arg-type]
+            tools=[WEATHER, TIME],  # type: ignore[list-item]
+            tool_choice={"type": "function", "function": {"name": "get_time"}},
+        )
+        assert upstream.bodies[-1]["tool_choice"] == {
+            "type": "function",
+            "function": {"name": "get_time"},
+        }
 
 
 def test_prompts_are_counted_by_the_upstreams_tokenize(served: list[LiveServer]) -> None:

@@ -155,7 +155,9 @@ def tool_constraint(req: ToolRequest, prompt: Prompt) -> Constraint | None:
     setup = tool_setup(req, prompt)
     assert setup is not None
     grammar = call_grammar(forced, setup.form, parallel=setup.parallel, lead=after is not None)
-    return Constraint("lark", grammar, after=after)
+    choice = req.tool_choice
+    named = choice.function.name if isinstance(choice, NamedToolChoice) else "required"
+    return Constraint("lark", grammar, after=after, tool_choice=named)
 
 
 def _forced_tools(req: ToolRequest) -> list[dict[str, Any]] | None:

@@ -45,6 +45,9 @@ class Constraint:
     kind: Literal["json_schema", "json_object", "lark", "regex"]
     source: str
     after: str | None = None
+    # For a required or named tool_choice: "required" or the function's name. A backend with
+    # tool calling of its own (an upstream server) asks for that instead of using the grammar.
+    tool_choice: str | None = None
 
 
 MAX_TOP_LOGPROBS = 20
@@ -110,6 +113,7 @@ class PromptOrigin:
 
     messages: tuple[Mapping[str, object], ...] = ()
     text: str | None = None  # a raw completion prompt
+    tools: tuple[Mapping[str, object], ...] = ()  # the tool definitions offered (OpenAI's shape)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from r1serve.engine.protocol import (
     FinishReason,
     GenerationRequest,
     Prompt,
+    PromptOrigin,
     RequestTimings,
     Usage,
     output_budget,
@@ -41,6 +42,7 @@ from r1serve.engine.upstream.replicas import Replica, ReplicaPool
 from r1serve.engine.upstream.wire import (
     Chunk,
     ThinkText,
+    ToolCalls,
     parse_chunk,
     request_body,
     status_error,
@@ -48,7 +50,6 @@ from r1serve.engine.upstream.wire import (
 from r1serve.errors import (
     ContextLengthError,
     R1ServeError,
-    RequestError,
     UpstreamError,
 )
 
@@ -133,10 +134,17 @@ class UpstreamEngine:
         add_generation_prompt: bool = True,
         tools: Sequence[Mapping[str, object]] | None = None,
     ) -> Prompt:
-        """Count the prompt (see ``counting``) and keep the messages to send on."""
-        if tools:
-            raise RequestError("tools are not passed to an upstream server yet", param="tools")
-        return self._counter.chat(messages)
+        """Count the prompt (see ``counting``) and keep the messages (and tools) to send on.
+
+        The upstream parses its model's tool calls itself (vLLM: ``--enable-auto-tool-choice``
+        with a ``--tool-call-parser``); its ``tool_calls`` come back re-expressed in the
+        ``<tool_call>`` JSON form (``tool_format`` "hermes"), so r1serve's own parser, and with
+        it the OpenAI, Ollama and conversation APIs, treat them as a local model's calls."""
+        prompt = self._counter.chat(messages)
+        if not tools:
+            return prompt
+        origin = replace(prompt.origin or PromptOrigin(tuple(messages)), tools=tuple(tools))
+        return replace(prompt, tool_format="hermes", origin=origin)
 
     def resolve_max_tokens(self, prompt_len: int, max_tokens: int | None) -> int:
         return output_budget(prompt_len, max_tokens, self._context_length)
@@ -238,6 +246,7 @@ class UpstreamStream:
         self._response: httpx.Response | None = None
         self._lines: AsyncIterator[str] | None = None
         self._think = ThinkText()
+        self._tools = ToolCalls()
         self._emitted = 0  # chunks with text passed on (0: a failure may still move replicas)
         self._finish: FinishReason | None = None
         self._usage: Usage | None = None
@@ -343,7 +352,7 @@ class UpstreamStream:
             if chunk.finish_reason is not None:
                 self._finish = chunk.finish_reason
             if chunk.tool_calls:
-                log.warning("upstream sent tool calls, which are not passed through yet")
+                self._tools.feed(chunk.tool_calls)
             if text:
                 self._emitted += 1
                 if self._timings.first_token is None:
@@ -418,6 +427,9 @@ class UpstreamStream:
         return error
 
     async def _final(self, text: str, reason: FinishReason | None = None) -> Delta:
+        if reason is None:  # a whole reply: its tool calls, if any, end it
+            calls = self._tools.text()
+            text = f"{text}{calls}" if calls else text
         counted = self._emitted
         chunks = self._think.reasoning_chunks  # about one token each, where usage does not say
         usage = self._usage or Usage(len(self._request.prompt_token_ids), counted, chunks)

@@ -12,11 +12,13 @@ r1serve's own splitter and every API downstream treat it like a local model's ou
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from r1serve.engine.protocol import FinishReason, GenerationRequest, SamplingParams, Usage
 from r1serve.engine.text.reasoning import CLOSE_TAG, OPEN_TAG
+from r1serve.engine.text.tool_format import HERMES_CLOSE, HERMES_OPEN
 from r1serve.errors import RequestError, UpstreamError, UpstreamRequestError
 
 _FINISH: dict[str, FinishReason] = {
@@ -60,7 +62,7 @@ def sampling_fields(params: SamplingParams) -> dict[str, Any]:
                 "type": "json_schema",
                 "json_schema": {"name": "response", "schema": schema},
             }
-        else:
+        elif constraint.tool_choice is None:  # a tool_choice goes as such (request_body)
             raise RequestError(
                 f"{constraint.kind} constraints are not passed to an upstream server",
                 param="response_format",
@@ -78,10 +80,28 @@ def request_body(model: str, request: GenerationRequest) -> tuple[str, dict[str,
         **sampling_fields(request.params),
     }
     if origin is not None and origin.messages:
-        return "chat/completions", {**body, "messages": [dict(m) for m in origin.messages]}
+        body["messages"] = [dict(m) for m in origin.messages]
+        if origin.tools:
+            body["tools"] = [dict(t) for t in origin.tools]
+            choice = request.params.constraint and request.params.constraint.tool_choice
+            if choice == "required":
+                body["tool_choice"] = "required"
+            elif choice:
+                body["tool_choice"] = {"type": "function", "function": {"name": choice}}
+        return "chat/completions", body
     if origin is not None and origin.text is not None:
         return "completions", {**body, "prompt": origin.text}
     raise RequestError("an upstream engine needs the prompt's messages or text", param="messages")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolPiece:
+    """One streamed piece of a tool call: the first of a call has its name, the rest more of
+    its arguments' JSON text."""
+
+    index: int
+    name: str = ""
+    arguments: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +112,7 @@ class Chunk:
     content: str = ""
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
-    tool_calls: bool = False  # the upstream sent tool-call deltas (not passed through)
+    tool_calls: tuple[ToolPiece, ...] = ()  # pieces of the upstream's tool calls
 
 
 def parse_chunk(data: str) -> Chunk:
@@ -114,12 +134,63 @@ def parse_chunk(data: str) -> Chunk:
     if isinstance(delta, dict):
         reasoning = delta.get("reasoning") or delta.get("reasoning_content") or ""
         content = delta.get("content") or ""
-        tools = bool(delta.get("tool_calls"))
+        tools = _tool_pieces(delta.get("tool_calls"))
     else:  # a text completion
-        reasoning, content, tools = "", choice.get("text") or "", False
+        reasoning, content, tools = "", choice.get("text") or "", ()
     reason = choice.get("finish_reason")
     finish = None if reason is None else _FINISH.get(str(reason), "stop")
     return Chunk(str(reasoning), str(content), finish, usage, tools)
+
+
+def _tool_pieces(raw: object) -> tuple[ToolPiece, ...]:
+    if not isinstance(raw, list):
+        return ()
+    pieces = []
+    for position, call in enumerate(raw):
+        if not isinstance(call, dict):
+            continue
+        raw_function = call.get("function")
+        function: dict[str, Any] = raw_function if isinstance(raw_function, dict) else {}
+        index = call.get("index", position)
+        args = function.get("arguments")
+        if isinstance(args, dict):  # Ollama-style whole objects
+            args = json.dumps(args, ensure_ascii=False)
+        pieces.append(
+            ToolPiece(
+                index if isinstance(index, int) else position,
+                str(function.get("name") or ""),
+                str(args or ""),
+            )
+        )
+    return tuple(pieces)
+
+
+class ToolCalls:
+    """The upstream's streamed tool calls, gathered and written out, once the reply ends, in
+    the ``<tool_call>`` JSON form r1serve's tool parser reads (its ``hermes`` form)."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str]] = {}
+
+    def feed(self, pieces: Sequence[ToolPiece]) -> None:
+        for piece in pieces:
+            name, args = self._calls.setdefault(piece.index, ["", ""])
+            self._calls[piece.index] = [name + piece.name, args + piece.arguments]
+
+    def text(self) -> str:
+        """Each call as ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``; arguments
+        that are not JSON are written as they came, so the parser leaves that call as text."""
+        out = []
+        for _, (name, args) in sorted(self._calls.items()):
+            try:
+                value: object = json.loads(args or "{}")
+            except ValueError:
+                body = f'{{"name": {json.dumps(name)}, "arguments": {args}}}'
+            else:
+                body = json.dumps({"name": name, "arguments": value}, ensure_ascii=False)
+            out.append(f"{HERMES_OPEN}\n{body}\n{HERMES_CLOSE}")
+        self._calls.clear()
+        return "\n".join(out)
 
 
 def _usage(raw: object) -> Usage | None:
