@@ -38,7 +38,7 @@ from r1serve.api.routes import (
     usage,
     users,
 )
-from r1serve.api.schemas import ERROR_RESPONSES
+from r1serve.api.schemas import ERROR_RESPONSES, OLLAMA_ERROR_RESPONSES
 from r1serve.api.security import (
     AuthMiddleware,
     HostAllowListMiddleware,
@@ -129,7 +129,8 @@ def create_app(settings: Settings, engine: Engine, accounts: AuthService | None 
     app.state.metrics = ServerMetrics(engine)
     routers = (openai, ollama, simple, health, metrics, ui, auth, keys, users, usage, conversations)
     for module in (*routers, reply_defaults):
-        app.include_router(module.router, responses=ERROR_RESPONSES)
+        errors = OLLAMA_ERROR_RESPONSES if module is ollama else ERROR_RESPONSES
+        app.include_router(module.router, responses=errors)
     _without_422(app)
     app.mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static")
 
