@@ -17,6 +17,7 @@ the message on one line and exits non-zero.
     ├── RateLimitError                (429, "rate_limit_error", Retry-After)
     ├── OverloadedError               (503, "server_overloaded", Retry-After)
     ├── EngineError                   (500, "server_error")  the model failed mid-request
+    ├── ShuttingDownError             (503, code "server_shutting_down") ends running streams
     ├── ConfigError                   (start-up only: bad model path, bad settings)
     │   ├── ModelNotFoundError        a --model path or name that does not exist
     │   └── UnsupportedModelError     no weights, or an architecture we cannot run
@@ -127,6 +128,15 @@ class OverloadedError(RetryableError):
 
 class EngineError(R1ServeError):
     """The model failed while generating."""
+
+
+class ShuttingDownError(R1ServeError):
+    """The server is shutting down: what a running stream ends with, before its end marker."""
+
+    status_code = 503
+
+    def __init__(self, message: str = "the server is shutting down; retry shortly") -> None:
+        super().__init__(message, code="server_shutting_down")
 
 
 class ConfigError(R1ServeError):

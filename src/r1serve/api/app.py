@@ -47,6 +47,7 @@ from r1serve.api.security import (
 )
 from r1serve.auth import AuthService, close_accounts, open_accounts
 from r1serve.engine.protocol import Engine
+from r1serve.errors import ShuttingDownError
 from r1serve.settings import Settings
 
 
@@ -65,6 +66,19 @@ def _without_422(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+async def end_streams(app: FastAPI) -> None:
+    """The server is shutting down: end running streams well-formed before it waits for them.
+
+    Stored replies stop first, saved as incomplete (their followers get the reply's own end);
+    every other stream then fails with ShuttingDownError: an error event and its end marker.
+    """
+    history = getattr(app.state, "history", None)
+    if history is None:  # never started
+        return
+    await history.close()
+    app.state.access.end_all(ShuttingDownError())
 
 
 def create_app(settings: Settings, engine: Engine, accounts: AuthService | None = None) -> FastAPI:
