@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import anyio
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
+from r1serve.api.body import OffLoopRoute
 from r1serve.api.conversation_schemas import (
     ConversationCreate,
     ConversationOut,
@@ -37,7 +38,9 @@ ERRORS: dict[int | str, dict[str, object]] = {
 SSE_RESPONSE: dict[int | str, dict[str, object]] = {
     200: {"content": SSE_CONTENT, "description": "The reply as server-sent events."}
 }
-router = APIRouter(prefix="/api/conversations", tags=["conversations"], responses=ERRORS)
+router = APIRouter(
+    prefix="/api/conversations", tags=["conversations"], responses=ERRORS, route_class=OffLoopRoute
+)
 
 
 def get_history(request: Request) -> HistoryService:
