@@ -24,7 +24,15 @@ import pytest
 
 import r1serve
 from support.api import free_port
-from support.conversations import create, detail, iter_events, joined_text, take
+from support.conversations import (
+    create,
+    detail,
+    events_of,
+    final_message,
+    iter_events,
+    joined_text,
+    take,
+)
 from support.models import TINY_R1_HF
 
 pytestmark = pytest.mark.slow
@@ -117,6 +125,14 @@ def test_kill_9_mid_reply_keeps_the_message_and_the_partial_reply(tmp_path: Path
         assert reply["status"] == "incomplete"
         assert (reply["reasoning"], reply["content"]) == (assistant[3], assistant[2])
         assert detail(http, cid)["active_reply"] is None
+        # Reattaching from the last event seen, which may be past the saved text (#14): the
+        # stream still ends with done (the saved, incomplete reply) and [DONE], not empty.
+        stream = f"/api/conversations/{cid}/messages/{reply['id']}/stream"
+        last = {"Last-Event-ID": str(streamed[-1].id)}
+        resumed = events_of(http.get(stream, headers=last).text)
+        assert [e.name for e in resumed][-2:] == ["done", None], resumed[-3:]
+        assert resumed[-1].data == "[DONE]"
+        assert final_message(resumed)["status"] == "incomplete"
         # The conversation goes on.
         http.patch(f"/api/conversations/{cid}", json={"settings": {"max_tokens": 5}})
         after = http.post(f"/api/conversations/{cid}/messages", json={"content": "again"})
