@@ -8,6 +8,7 @@ next start.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -138,3 +139,25 @@ def test_kill_9_mid_reply_keeps_the_message_and_the_partial_reply(tmp_path: Path
         after = http.post(f"/api/conversations/{cid}/messages", json={"content": "again"})
         assert after.status_code == 200
         assert [m["status"] for m in detail(http, cid)["messages"]][-1] == "complete"
+
+
+def test_sigterm_ends_a_running_v1_stream_with_an_error_event_and_done(tmp_path: Path) -> None:
+    """#14: ``r1serve serve`` told to stop (SIGTERM, as systemd or docker do) ends the streams
+    it is sending with OpenAI's error shape and ``[DONE]``, not a cut body."""
+    with serve(tmp_path) as (proc, url), httpx.Client(base_url=url, timeout=30) as http:
+        body = {"messages": [{"role": "user", "content": "hi"}], "stream": True,
+                "max_tokens": 3000, "ignore_eos": True}  # fmt: skip
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            lines = response.iter_lines()
+            payloads = [line[6:] for line in take_lines(lines, 20) if line.startswith("data: ")]
+            proc.send_signal(signal.SIGTERM)
+            payloads += [line[6:] for line in lines if line.startswith("data: ")]
+        # uvicorn re-raises the signal once it has shut down gracefully.
+        assert proc.wait(timeout=30) == -signal.SIGTERM
+    assert payloads[-1] == "[DONE]", payloads[-3:]
+    error = json.loads(payloads[-2])["error"]
+    assert error["code"] == "server_shutting_down" and error["type"] == "server_error"
+
+
+def take_lines(lines: Iterator[str], count: int) -> list[str]:
+    return [next(lines) for _ in range(count)]

@@ -28,7 +28,7 @@ from r1serve.engine.fake import FakeEngine
 from support.accounts import secure_settings
 from support.api import LiveServer, make_settings
 
-EXAMPLES = 12
+EXAMPLES = 10
 # A pull downloads from the Hub; it is covered by its own tests on a local mirror.
 SKIP = {("POST", "/api/pull")}
 SECURITY_HEADERS = ("content-security-policy", "x-content-type-options")
