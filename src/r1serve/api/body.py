@@ -24,7 +24,6 @@ from fastapi.routing import APIRoute
 from r1serve.api.metering import admit_generation
 
 OFF_LOOP_BYTES = 64 * 1024
-_PARSERS = anyio.CapacityLimiter(2)  # a burst of big bodies queues here, not on the loop
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -46,7 +45,7 @@ async def parse_json_off_loop(request: Request) -> None:
     if len(body) <= OFF_LOOP_BYTES:
         return
     try:
-        parsed = await anyio.to_thread.run_sync(json.loads, body, limiter=_PARSERS)
+        parsed = await anyio.to_thread.run_sync(json.loads, body)  # anyio's bounded pool
     except json.JSONDecodeError as exc:  # as FastAPI reports it
         error = {"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
                  "input": {}, "ctx": {"error": exc.msg}}  # fmt: skip
