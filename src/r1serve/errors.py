@@ -19,6 +19,7 @@ the message on one line and exits non-zero.
     ├── OverloadedError               (503, "server_overloaded", Retry-After)
     ├── EngineError                   (500, "server_error")  the model failed mid-request
     ├── UpstreamError                 (502, "upstream_error")  an upstream server failed
+    ├── ShuttingDownError             (503, code "server_shutting_down") ends running streams
     ├── ConfigError                   (start-up only: bad model path, bad settings)
     │   ├── ModelNotFoundError        a --model path or name that does not exist
     │   └── UnsupportedModelError     no weights, or an architecture we cannot run
@@ -151,6 +152,15 @@ class UpstreamRequestError(RequestError):
     def __init__(self, message: str, *, status_code: int = 400, param: str | None = None) -> None:
         super().__init__(message, param=param)
         self.status_code = status_code
+
+
+class ShuttingDownError(R1ServeError):
+    """The server is shutting down: what a running stream ends with, before its end marker."""
+
+    status_code = 503
+
+    def __init__(self, message: str = "the server is shutting down; retry shortly") -> None:
+        super().__init__(message, code="server_shutting_down")
 
 
 class ConfigError(R1ServeError):

@@ -8,6 +8,7 @@ next start.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -24,7 +25,15 @@ import pytest
 
 import r1serve
 from support.api import free_port
-from support.conversations import create, detail, iter_events, joined_text, take
+from support.conversations import (
+    create,
+    detail,
+    events_of,
+    final_message,
+    iter_events,
+    joined_text,
+    take,
+)
 from support.models import TINY_R1_HF
 
 pytestmark = pytest.mark.slow
@@ -117,8 +126,38 @@ def test_kill_9_mid_reply_keeps_the_message_and_the_partial_reply(tmp_path: Path
         assert reply["status"] == "incomplete"
         assert (reply["reasoning"], reply["content"]) == (assistant[3], assistant[2])
         assert detail(http, cid)["active_reply"] is None
+        # Reattaching from the last event seen, which may be past the saved text (#14): the
+        # stream still ends with done (the saved, incomplete reply) and [DONE], not empty.
+        stream = f"/api/conversations/{cid}/messages/{reply['id']}/stream"
+        last = {"Last-Event-ID": str(streamed[-1].id)}
+        resumed = events_of(http.get(stream, headers=last).text)
+        assert [e.name for e in resumed][-2:] == ["done", None], resumed[-3:]
+        assert resumed[-1].data == "[DONE]"
+        assert final_message(resumed)["status"] == "incomplete"
         # The conversation goes on.
         http.patch(f"/api/conversations/{cid}", json={"settings": {"max_tokens": 5}})
         after = http.post(f"/api/conversations/{cid}/messages", json={"content": "again"})
         assert after.status_code == 200
         assert [m["status"] for m in detail(http, cid)["messages"]][-1] == "complete"
+
+
+def test_sigterm_ends_a_running_v1_stream_with_an_error_event_and_done(tmp_path: Path) -> None:
+    """#14: ``r1serve serve`` told to stop (SIGTERM, as systemd or docker do) ends the streams
+    it is sending with OpenAI's error shape and ``[DONE]``, not a cut body."""
+    with serve(tmp_path) as (proc, url), httpx.Client(base_url=url, timeout=30) as http:
+        body = {"messages": [{"role": "user", "content": "hi"}], "stream": True,
+                "max_tokens": 3000, "ignore_eos": True}  # fmt: skip
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            lines = response.iter_lines()
+            payloads = [line[6:] for line in take_lines(lines, 20) if line.startswith("data: ")]
+            proc.send_signal(signal.SIGTERM)
+            payloads += [line[6:] for line in lines if line.startswith("data: ")]
+        # uvicorn re-raises the signal once it has shut down gracefully.
+        assert proc.wait(timeout=30) == -signal.SIGTERM
+    assert payloads[-1] == "[DONE]", payloads[-3:]
+    error = json.loads(payloads[-2])["error"]
+    assert error["code"] == "server_shutting_down" and error["type"] == "server_error"
+
+
+def take_lines(lines: Iterator[str], count: int) -> list[str]:
+    return [next(lines) for _ in range(count)]

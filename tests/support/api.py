@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from r1serve.api.app import create_app
 from r1serve.api.protocol import HeaderTimeoutProtocol
+from r1serve.api.server import DrainingServer
 from r1serve.auth import close_accounts
 from r1serve.engine.fake import FakeEngine
 from r1serve.settings import Settings
@@ -63,8 +64,9 @@ class LiveServer:
             lifespan="on",
             http=HeaderTimeoutProtocol,
             timeout_keep_alive=5,
+            timeout_graceful_shutdown=10,
         )
-        self.server = uvicorn.Server(config)
+        self.server = DrainingServer(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:

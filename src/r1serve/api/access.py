@@ -6,7 +6,8 @@ A running stream or a stored reply holds a ``Lease`` on the caller who started i
 leases of callers whose key was revoked, whose session ended, or whose account was disabled or
 changed role. ``revocable`` ends an async iterator with ``AccessRevokedError`` as soon as its
 lease is revoked, so every stream can send a well-formed error event and its end marker
-instead of being cut, and the engine request behind it is aborted.
+instead of being cut, and the engine request behind it is aborted. The server's shutdown ends
+every lease, local mode's included (``AccessWatch.end_all``), the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TypeVar
 import anyio
 
 from r1serve.auth import Principal
-from r1serve.errors import AccessRevokedError
+from r1serve.errors import AccessRevokedError, R1ServeError
 
 log = logging.getLogger("r1serve.api")
 
@@ -34,6 +35,7 @@ class Lease:
     def __init__(self, watch: AccessWatch | None, principal: Principal) -> None:
         self.principal = principal
         self.reason: str | None = None
+        self._error: R1ServeError | None = None
         self._watch = watch
         self._revoked = asyncio.Event()
 
@@ -51,7 +53,15 @@ class Lease:
         await self._revoked.wait()
         return self.reason or "access ended"
 
-    def error(self) -> AccessRevokedError:
+    def end(self, error: R1ServeError) -> None:
+        """End the work for another reason than access: it fails with ``error``."""
+        if not self._revoked.is_set():
+            self._error = error
+        self.revoke(error.message)
+
+    def error(self) -> R1ServeError:
+        if self._error is not None:
+            return self._error
         return AccessRevokedError(f"access ended: {self.reason or 'revoked'}")
 
     def release(self) -> None:
@@ -67,20 +77,31 @@ class AccessWatch:
         self._check = check
         self.interval_s = interval_s
         self._leases: set[Lease] = set()
+        self._unchecked: set[Lease] = set()  # local mode's: only the shutdown ends them
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def lease(self, principal: Principal) -> Lease:
         """A lease on ``principal``'s access; release it when the work ends."""
-        if principal.method == "local":  # local mode has nothing to revoke
-            return Lease(None, principal)
         lease = Lease(self, principal)
+        if principal.method == "local":  # local mode has nothing to re-check
+            self._unchecked.add(lease)
+            return lease
         self._leases.add(lease)
         self._wake.set()
         return lease
 
     def forget(self, lease: Lease) -> None:
         self._leases.discard(lease)
+        self._unchecked.discard(lease)
+
+    def end_all(self, error: R1ServeError) -> int:
+        """End every live lease with ``error`` (the server's shutdown); how many there were."""
+        leases = [*self._leases, *self._unchecked]
+        for lease in leases:
+            lease.end(error)
+            self.forget(lease)
+        return len(leases)
 
     @property
     def watched(self) -> int:
@@ -134,7 +155,7 @@ async def revocable(items: AsyncIterator[T], lease: Lease) -> AsyncIterator[T]:
         while True:
             step = asyncio.ensure_future(anext(items))
             await asyncio.wait({step, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if not step.done():
+            if waiter.done():  # also when an item is ready: a busy stream must end too
                 step.cancel()  # leaving the engine's stream aborts the request
                 with contextlib.suppress(BaseException):
                     await step

@@ -38,7 +38,7 @@ from r1serve.api.routes import (
     usage,
     users,
 )
-from r1serve.api.schemas import ERROR_RESPONSES
+from r1serve.api.schemas import ERROR_RESPONSES, OLLAMA_ERROR_RESPONSES
 from r1serve.api.security import (
     AuthMiddleware,
     HostAllowListMiddleware,
@@ -49,6 +49,7 @@ from r1serve.api.served import ModelServices
 from r1serve.auth import AuthService, close_accounts, open_accounts
 from r1serve.engine.models import ServedModel, ServedModels
 from r1serve.engine.protocol import Engine
+from r1serve.errors import ShuttingDownError
 from r1serve.settings import Settings
 
 
@@ -67,6 +68,19 @@ def _without_422(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+async def end_streams(app: FastAPI) -> None:
+    """The server is shutting down: end running streams well-formed before it waits for them.
+
+    Stored replies stop first, saved as incomplete (their followers get the reply's own end);
+    every other stream then fails with ShuttingDownError: an error event and its end marker.
+    """
+    history = getattr(app.state, "history", None)
+    if history is None:  # never started
+        return
+    await history.close()
+    app.state.access.end_all(ShuttingDownError())
 
 
 def create_app(
@@ -142,7 +156,8 @@ def create_app(
     app.state.metrics = ServerMetrics([model.engine for model in models])
     routers = (openai, ollama, simple, health, metrics, ui, auth, keys, users, usage, conversations)
     for module in (*routers, reply_defaults):
-        app.include_router(module.router, responses=ERROR_RESPONSES)
+        errors = OLLAMA_ERROR_RESPONSES if module is ollama else ERROR_RESPONSES
+        app.include_router(module.router, responses=errors)
     _without_422(app)
     app.mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static")
 

@@ -101,7 +101,7 @@ class MeteredCompletionService(CompletionService):
         counted = _counted(
             outputs, metered, prompt_tokens, self.engine.model_name, self._recorder()
         )
-        if self._access is None or metered.principal.method == "local":
+        if self._access is None:
             return counted
         # Outside the counter: a revocation cancels it mid-read, so usage says "cancelled".
         return revocable(counted, self._access().lease(metered.principal))

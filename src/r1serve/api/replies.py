@@ -33,7 +33,7 @@ from r1serve.conversations import (
     worker_is_gone,
 )
 from r1serve.conversations.records import storable
-from r1serve.errors import AccessRevokedError, R1ServeError
+from r1serve.errors import AccessRevokedError, R1ServeError, ShuttingDownError
 
 log = logging.getLogger("r1serve.api")
 
@@ -179,6 +179,8 @@ class Reply:
                 current.uncancel()
             if finish is None:
                 return self._stop_status, "abort", None
+        except ShuttingDownError:  # as ReplyManager.close would have stopped it
+            return "incomplete", finish or "abort", None
         except AccessRevokedError as exc:  # the key or user that started it lost access
             self._ended_by = exc
             return "stopped", finish or "abort", exc.message

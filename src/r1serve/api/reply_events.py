@@ -28,7 +28,7 @@ from sse_starlette import ServerSentEvent
 from r1serve.api.conversation_schemas import message_json
 from r1serve.api.sse import DONE
 from r1serve.conversations import MessageRecord
-from r1serve.errors import AccessRevokedError, R1ServeError, RequestError
+from r1serve.errors import AccessRevokedError, R1ServeError, RequestError, ShuttingDownError
 
 EventKind = Literal["start", "chunk", "finish", "done", "error", "end"]
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -219,15 +219,16 @@ async def sse(
 ) -> AsyncIterator[ServerSentEvent]:
     """Rendered events after ``after``; closing this closes ``events`` (never the reply).
 
-    A follower whose own access ends gets an error event and the end, without ids: the reply
-    goes on for its owner, and a later reattach resumes from the last real event.
+    A follower whose own access ends, or who follows a saved reply at the server's shutdown,
+    gets an error event and the end, without ids: a later reattach resumes from the last real
+    event.
     """
     try:
         async for event in events:
             rendered = render(event, after, fmt)
             if rendered is not None:
                 yield rendered
-    except AccessRevokedError as exc:
+    except (AccessRevokedError, ShuttingDownError) as exc:
         yield ServerSentEvent(data=_dumps(exc.to_dict()), event="error")
         yield ServerSentEvent(data=DONE)
     finally:

@@ -359,22 +359,43 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": description}
-    for code, description in (
-        (400, "Bad input: wrong types, out of range, unsupported fields."),
-        (401, "No valid key or login."),
-        (403, "Not allowed: not an admin, a foreign Host, a cross-site request."),
-        (404, "No such route, model or object (or not yours)."),
-        (413, "The request body is over R1SERVE_MAX_BODY_BYTES."),
-        (429, "A quota or the login throttle; see Retry-After."),
-    )
-}
-"""The error answers every route may give, for the OpenAPI document."""
+class OllamaErrorResponse(BaseModel):
+    """Ollama's error body: the message alone (``api.ollama_wire.OllamaErrorShape``)."""
 
-SSE_CONTENT: dict[str, Any] = {
-    "text/event-stream": {"schema": {"type": "string", "description": "Server-sent events."}}
+    error: str
+
+
+_ERRORS = (
+    (400, "Bad input: wrong types, out of range, unsupported fields."),
+    (401, "No valid key or login."),
+    (403, "Not allowed: not an admin, a foreign Host, a cross-site request."),
+    (404, "No such route, model or object (or not yours)."),
+    (413, "The request body is over R1SERVE_MAX_BODY_BYTES."),
+    (429, "A quota or the login throttle; see Retry-After."),
+)
+
+
+def error_responses(body: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """The error answers every route may give, for the OpenAPI document, with ``body``."""
+    return {code: {"model": body, "description": description} for code, description in _ERRORS}
+
+
+ERROR_RESPONSES = error_responses(ErrorResponse)
+"""OpenAI's error shape, which every route but Ollama's answers with."""
+OLLAMA_ERROR_RESPONSES = error_responses(OllamaErrorResponse)
+
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "description": "One server-sent event; on /v1 its data is a JSON chunk, the last `[DONE]`.",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+    "required": ["data"],
 }
+SSE_CONTENT: dict[str, Any] = {"text/event-stream": {"schema": SSE_EVENT}}
 """The stream a ``stream: true`` request gets instead of the JSON body."""
 
 

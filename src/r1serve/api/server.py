@@ -9,11 +9,13 @@ import socket
 from collections.abc import Callable, Iterable
 
 import uvicorn
+from fastapi import FastAPI
 from rich.console import Console
 from rich.table import Table
+from sse_starlette.sse import AppStatus
 
 from r1serve import __version__
-from r1serve.api.app import create_app
+from r1serve.api.app import create_app, end_streams
 from r1serve.api.protocol import HeaderTimeoutProtocol
 from r1serve.api.security import check_bind
 from r1serve.auth import close_accounts, open_accounts
@@ -113,7 +115,28 @@ def run_server(settings: Settings, from_flags: Iterable[str] = (), verbose: bool
         close_accounts(accounts)
 
 
-class _AnnouncingServer(uvicorn.Server):
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server that, on shutdown, stops listening and then ends the app's streams
+    well-formed (``end_streams``) before uvicorn waits for its connections to finish."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        # sse-starlette would cancel every SSE stream on SIGTERM itself, cutting it short.
+        AppStatus.disable_automatic_graceful_drain()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # no new requests while the streams end
+        app = self.config.app
+        if isinstance(app, FastAPI):
+            try:
+                await end_streams(app)
+            except Exception:
+                log.exception("ending streams at shutdown failed")
+        await super().shutdown(sockets=sockets)
+
+
+class _AnnouncingServer(DrainingServer):
     """uvicorn's server that prints the login box once it listens, after uvicorn's own lines."""
 
     def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 import anyio
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
+from r1serve.api.body import OffLoopRoute
 from r1serve.api.conversation_schemas import (
     ConversationCreate,
     ConversationOut,
@@ -34,7 +35,7 @@ from r1serve.api.conversation_schemas import (
 from r1serve.api.deps import get_settings
 from r1serve.api.history import HistoryService
 from r1serve.api.metering import Admitted
-from r1serve.api.schemas import ErrorResponse
+from r1serve.api.schemas import SSE_CONTENT, ErrorResponse
 from r1serve.api.security import Caller
 from r1serve.api.sse import event_stream
 from r1serve.settings import Settings
@@ -43,9 +44,11 @@ ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 409, 429)
 }
 SSE_RESPONSE: dict[int | str, dict[str, object]] = {
-    200: {"content": {"text/event-stream": {}}, "description": "The reply as server-sent events."}
+    200: {"content": SSE_CONTENT, "description": "The reply as server-sent events."}
 }
-router = APIRouter(prefix="/api/conversations", tags=["conversations"], responses=ERRORS)
+router = APIRouter(
+    prefix="/api/conversations", tags=["conversations"], responses=ERRORS, route_class=OffLoopRoute
+)
 
 
 def get_history(request: Request) -> HistoryService:

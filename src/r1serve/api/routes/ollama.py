@@ -18,6 +18,7 @@ from r1serve import __version__
 from r1serve.api import ollama_mapping as mapping
 from r1serve.api import ollama_models as models
 from r1serve.api import ollama_tools
+from r1serve.api.body import OffLoopRoute
 from r1serve.api.deps import get_settings, request_id, unless_disconnected
 from r1serve.api.metering import Admitted
 from r1serve.api.ollama_pull import pull_lines, target_of
@@ -48,7 +49,7 @@ from r1serve.settings import Settings
 # The Ollama API version whose documented behaviour this follows (clients check it).
 OLLAMA_API_VERSION = "0.12.0"
 
-router = APIRouter(tags=["ollama"])
+router = APIRouter(tags=["ollama"], route_class=OffLoopRoute)
 Services = Annotated[ModelServices, Depends(get_services)]
 Config = Annotated[Settings, Depends(get_settings)]
 

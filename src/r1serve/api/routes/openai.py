@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from r1serve.api.body import OffLoopRoute
 from r1serve.api.deps import get_settings, request_id, unless_disconnected
 from r1serve.api.errors import route_params
 from r1serve.api.logprobs import TokenText
@@ -30,7 +31,7 @@ from r1serve.settings import Settings
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 413, 429, 503)
 }
-router = APIRouter(tags=["openai"], responses=ERRORS)
+router = APIRouter(tags=["openai"], responses=ERRORS, route_class=OffLoopRoute)
 Services = Annotated[ModelServices, Depends(get_services)]
 Config = Annotated[Settings, Depends(get_settings)]
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from r1serve.api.body import OffLoopRoute
 from r1serve.api.deps import get_settings, request_id, unless_disconnected
 from r1serve.api.errors import route_params
 from r1serve.api.metering import Admitted
@@ -22,7 +23,9 @@ from r1serve.api.sse import event_stream, simple_events
 from r1serve.engine.protocol import SamplingParams
 from r1serve.settings import Settings
 
-router = APIRouter(tags=["simple"], responses={400: {"model": ErrorResponse}})
+router = APIRouter(
+    tags=["simple"], responses={400: {"model": ErrorResponse}}, route_class=OffLoopRoute
+)
 
 
 def _params(
