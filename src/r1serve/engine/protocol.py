@@ -48,6 +48,7 @@ class Constraint:
 
 
 MAX_TOP_LOGPROBS = 20
+LOGPROB_FLOOR = -9999.0  # what OpenAI reports for impossible tokens (JSON has no -inf)
 
 
 @dataclass(frozen=True, slots=True)
