@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import llguidance
 
-from r1serve.engine.protocol import Constraint
+from r1serve.engine.protocol import Constraint, Tokenizer
 from r1serve.engine.text.tool_format import MARKERS
 from r1serve.errors import RequestError
 
@@ -72,9 +72,20 @@ def lark_of(constraint: Constraint) -> str:
     raise RequestError(f"unknown constraint kind {constraint.kind!r}", param="response_format")
 
 
-def llamacpp_grammar(constraint: Constraint) -> str:
-    """The ``grammar`` of a llama.cpp request: its llguidance build reads this header."""
-    return "%llguidance {}\n" + lark_of(constraint)
+def llamacpp_grammar(constraint: Constraint, tokenizer: Tokenizer | None = None) -> str:
+    """The ``grammar`` of a llama.cpp request: its llguidance build reads this header.
+
+    As in ``grammar_of``, a tool-call marker that the tokenizer makes one control token also
+    matches that token (``<[id]>``): llguidance in llama.cpp spells control tokens apart.
+    """
+    source = lark_of(constraint)
+    if constraint.kind == "lark" and tokenizer is not None:
+        for marker in MARKERS:
+            ids = tokenizer.encode(marker)
+            if len(ids) == 1 and tokenizer.encode_plain(marker) != ids:
+                literal = json.dumps(marker, ensure_ascii=False)
+                source = source.replace(literal, f"({literal} | <[{ids[0]}]>)")
+    return "%llguidance {}\n" + source
 
 
 def forced_tokens_grammar(token_ids: tuple[int, ...]) -> str:

@@ -217,7 +217,7 @@ class LlamaCppEngine:
         grammar = None
         if request.params.constraint is not None:
             await self._constraints.guide(request.params.constraint)  # RequestError: a 400
-            grammar = llamacpp_grammar(request.params.constraint)
+            grammar = llamacpp_grammar(request.params.constraint, self._tokenizer)
         seq = RequestState(
             request, max_tokens, self._tokenizer, thinking=self._thinking, grammar=grammar
         )
