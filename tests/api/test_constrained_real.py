@@ -1,5 +1,5 @@
-"""Constrained decoding on real weights: SmolLM2 under a JSON schema at temperature 1, and
-tiny-r1 forced to call a tool after reasoning freely."""
+"""Constrained decoding on real weights, on both engines: SmolLM2 under a JSON schema at
+temperature 1, and tiny-r1 forced to call a tool after reasoning freely."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from r1serve.engine.registry import build_engine
 from support.api import LiveServer, make_settings
-from support.models import R1_THINK_TEMPLATE, TINY_R1_HF, TINY_REASONING
+from support.models import R1_THINK_TEMPLATE, TINY_R1_GGUF, TINY_R1_HF, TINY_REASONING
 
 pytestmark = pytest.mark.slow
 
@@ -31,24 +31,37 @@ PERSON = {
 }
 
 
-def live(**settings: Any) -> Iterator[openai.OpenAI]:
-    built = build_engine(make_settings(engine="transformers", **settings))
+ENGINES = ["transformers", "llamacpp"]
+
+
+def live(engine: str, **settings: Any) -> Iterator[openai.OpenAI]:
+    built = build_engine(make_settings(engine=engine, **settings))
+    assert built.engine.kind == engine
     server = LiveServer(built.engine, make_settings(**settings))  # type: ignore[arg-type]
     with server:
-        yield openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        # 100 requests queue behind a few slots: on a shared CPU the last waits for minutes.
+        yield openai.OpenAI(
+            base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=2400
+        )
 
 
-@pytest.fixture(scope="module")
-def smollm2() -> Iterator[openai.OpenAI]:
-    yield from live(max_num_seqs=50)  # the embedded SmolLM2-135M GGUF; 100 requests in 2 waves
+@pytest.fixture(scope="module", params=ENGINES)
+def smollm2(request: pytest.FixtureRequest) -> Iterator[openai.OpenAI]:
+    # The embedded SmolLM2-135M GGUF; the 100 requests run in 2 waves on transformers, and
+    # queue for llama.cpp's slots (each holding a short context: the replies are bounded).
+    if request.param == "transformers":
+        yield from live("transformers", max_num_seqs=50)
+    else:
+        yield from live("llamacpp", max_num_seqs=8, max_model_len=512, max_waiting=100)
 
 
-@pytest.fixture(scope="module")
-def tiny_r1_think() -> Iterator[openai.OpenAI]:
-    yield from live(model=str(TINY_R1_HF), chat_template=R1_THINK_TEMPLATE)
+@pytest.fixture(scope="module", params=ENGINES)
+def tiny_r1_think(request: pytest.FixtureRequest) -> Iterator[openai.OpenAI]:
+    model = TINY_R1_HF if request.param == "transformers" else TINY_R1_GGUF
+    yield from live(request.param, model=str(model), chat_template=R1_THINK_TEMPLATE)
 
 
-@pytest.mark.timeout(1200)  # ~2 x 30 s on an idle CPU; much more on a shared one
+@pytest.mark.timeout(2400)  # ~2 x 30 s on an idle CPU; much more on a shared one
 def test_100_of_100_replies_validate_at_temperature_1(smollm2: openai.OpenAI) -> None:
     def one(seed: int) -> tuple[str, str | None]:
         result = smollm2.chat.completions.create(
@@ -118,8 +131,14 @@ WEATHER = {
     ],
 )
 def test_tool_choice_is_enforced_on_tiny_r1(
-    tiny_r1_think: openai.OpenAI, choice: Any, name: str | None
+    tiny_r1_think: openai.OpenAI, choice: Any, name: str | None, request: pytest.FixtureRequest
 ) -> None:
+    if "llamacpp" in request.node.callspec.id:
+        # tiny-r1's vocabulary has no DeepSeek tool-call tokens, so the markers are spelled in
+        # byte tokens; llama.cpp's llguidance then lets the model write U+2581 as a lone
+        # continuation byte (token 223 after "tool"), which decodes to U+FFFD and the call
+        # does not parse. Real R1 distills have the markers as tokens. Strict: fails once fixed.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="llama.cpp byte tokens"))
     # tiny-r1 only ever says hello; the constraint makes it call a tool after its reasoning.
     result = tiny_r1_think.chat.completions.create(
         model=tiny_r1_think.models.list().data[0].id,

@@ -167,22 +167,10 @@ def test_default_model_is_smollm2() -> None:
         assert "Paris" in body["choices"][0]["message"]["content"]
 
 
-def _refused_on_llamacpp(client: TestClient, response: Any, param: str) -> bool:
-    """The llama.cpp engine has no thinking budget or logprobs yet: a clear 400 naming them."""
-    if client.app.state.engine.kind != "llamacpp":  # type: ignore[attr-defined]
-        return False
-    assert response.status_code == 400, response.text
-    error = response.json()["error"]
-    assert error["param"] == param and "llama.cpp engine" in error["message"]
-    return True
-
-
 @pytest.mark.parametrize("budget", [0, 3, 10])
 def test_reasoning_budget_on_tiny_r1(tiny: TestClient, budget: int) -> None:
     request = {"messages": HI, "temperature": 0, "max_tokens": 40, "logprobs": True}
     body = tiny.post("/v1/chat/completions", json={**request, "max_reasoning_tokens": budget})
-    if _refused_on_llamacpp(tiny, body, "logprobs"):
-        return
     result = body.json()
     assert result["usage"]["completion_tokens_details"]["reasoning_tokens"] == budget
     tokens = [e["token"] for e in result["choices"][0]["logprobs"]["content"]]
@@ -202,10 +190,7 @@ def test_reasoning_effort_none_on_tiny_r1(tiny: TestClient) -> None:
 
 def test_full_reasoning_is_counted_on_tiny_r1(tiny: TestClient) -> None:
     request = {"messages": HI, "temperature": 0, "logprobs": True, "top_logprobs": 5}
-    response = tiny.post("/v1/chat/completions", json=request)
-    if _refused_on_llamacpp(tiny, response, "logprobs"):
-        return
-    result = response.json()
+    result = tiny.post("/v1/chat/completions", json=request).json()
     # TINY_REPLY: <think>, 14 tokens of thinking, </think>, the answer.
     assert result["usage"]["completion_tokens_details"]["reasoning_tokens"] == 14
     for entry in result["choices"][0]["logprobs"]["content"]:

@@ -8,6 +8,7 @@ request never ends on its own within the context (no EOS), for cancel, overload 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from r1serve.engine.fake import FakeEngine, FakeReply
 from r1serve.engine.protocol import (
+    Constraint,
     Delta,
     Engine,
     FinishedRequest,
@@ -24,7 +26,7 @@ from r1serve.engine.protocol import (
 )
 from r1serve.engine.registry import build_engine
 from r1serve.engine.transformers.scheduler import SchedulerConfig
-from r1serve.errors import ContextLengthError, OverloadedError
+from r1serve.errors import ContextLengthError, OverloadedError, RequestError
 from support.api import make_settings
 from support.models import TINY_PROMPT_IDS, TINY_R1_GGUF, TINY_R1_HF, TINY_RAW
 
@@ -228,3 +230,55 @@ def test_max_tokens_is_checked_against_the_context(backend: Backend) -> None:
     with pytest.raises(ContextLengthError):
         asyncio.run(engine.submit(GenerationRequest("huge", (1,) * CONTEXT, SamplingParams())))
     assert engine.stats().running == 0
+
+
+@pytest.mark.parametrize("budget", [0, 4])
+def test_a_thinking_budget_ends_the_reasoning_at_exactly_that_many_tokens(
+    backend: Backend, budget: int
+) -> None:
+    req = backend.request(f"budget{budget}", max_reasoning_tokens=budget, max_tokens=60)
+    deltas = asyncio.run(collect(backend.engine, req))
+    text, ids = joined(deltas)
+    usage = deltas[-1].usage
+    assert usage is not None and usage.reasoning_tokens == budget
+    assert usage.completion_tokens == len(ids)
+    opened, _, rest = text.partition("<think>")
+    thought, closed, answer = rest.partition("\n</think>\n\n")
+    assert (opened, closed) == ("", "\n</think>\n\n"), text
+    # The thought is the reply's own start (the fake's script goes on after the forced text).
+    assert TINY_RAW.startswith("<think>" + thought) and (budget > 0 or not thought)
+    assert answer  # the answer follows the forced end of thinking
+
+
+def test_logprobs_come_one_per_token_with_the_chosen_one(backend: Backend) -> None:
+    deltas = asyncio.run(collect(backend.engine, backend.request("lp", logprobs=3)))
+    text, _ = joined(deltas)
+    assert text == TINY_RAW
+    for delta in deltas:
+        assert [lp.token_id for lp in delta.logprobs] == list(delta.token_ids)
+        for lp in delta.logprobs:
+            assert lp.logprob <= 0.0 and len(lp.top) == 3
+            values = [value for _, value in lp.top]
+            assert values == sorted(values, reverse=True)
+            assert sum(math.exp(v) for v in values) <= 1.0 + 1e-6
+            assert lp.top[0] == (lp.token_id, lp.logprob)  # greedy: the most likely token
+    plain = asyncio.run(collect(backend.engine, backend.request("no-lp")))
+    assert all(not d.logprobs for d in plain)
+
+
+def test_a_constraint_applies_only_after_the_reasoning(backend: Backend) -> None:
+    if backend.name == "fake":
+        pytest.skip("the fake engine checks constraints but has no logits to mask")
+    constraint = Constraint("regex", r"\n\n(yes|no)", after="</think>")
+    deltas = asyncio.run(collect(backend.engine, backend.request("c", constraint=constraint)))
+    text, _ = joined(deltas)
+    reasoning, closed, answer = text.partition("</think>")
+    assert TINY_RAW.startswith(reasoning + closed)  # the reasoning ran free
+    assert answer in ("\n\nyes", "\n\nno") and deltas[-1].finish_reason == "stop"
+
+
+def test_a_constraint_that_cannot_compile_is_refused_before_any_output(backend: Backend) -> None:
+    bad = Constraint("json_schema", '{"type": "object", "properties": 3}')
+    with pytest.raises(RequestError):
+        asyncio.run(backend.engine.submit(backend.request("bad", constraint=bad)))
+    assert "bad" not in backend.finished

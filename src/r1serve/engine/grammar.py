@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import llguidance
 
-from r1serve.engine.protocol import Constraint
+from r1serve.engine.protocol import Constraint, Tokenizer
 from r1serve.engine.text.tool_format import MARKERS
 from r1serve.errors import RequestError
 
@@ -50,19 +50,47 @@ def grammar_of(constraint: Constraint, tokenizer: llguidance.LLTokenizer | None 
     in Qwen vocabularies) also matches that token: models write it as one token, which a text
     literal would forbid.
     """
+    if constraint.kind == "regex":
+        return llguidance.LLMatcher.grammar_from_regex(constraint.source)
+    source = lark_of(constraint)
+    if constraint.kind == "lark" and tokenizer is not None:
+        source = _special_markers(source, tokenizer)
+    return llguidance.LLMatcher.grammar_from_lark(source)
+
+
+def lark_of(constraint: Constraint) -> str:
+    """The constraint as Lark text in llguidance's dialect (what llama.cpp's llguidance takes)."""
     if constraint.kind in ("json_schema", "json_object"):
         schema = _schema(constraint)
         body = "%json " + json.dumps(schema, ensure_ascii=False)
         lead = f"{_LEADING_SPACE} " if constraint.after is not None else ""
-        return llguidance.LLMatcher.grammar_from_lark(f"start: {lead}{body}\n")
+        return f"start: {lead}{body}\n"
     if constraint.kind == "lark":
-        source = constraint.source
-        if tokenizer is not None:
-            source = _special_markers(source, tokenizer)
-        return llguidance.LLMatcher.grammar_from_lark(source)
+        return constraint.source
     if constraint.kind == "regex":
-        return llguidance.LLMatcher.grammar_from_regex(constraint.source)
+        return "start: /" + constraint.source.replace("/", "\\/") + "/\n"
     raise RequestError(f"unknown constraint kind {constraint.kind!r}", param="response_format")
+
+
+def llamacpp_grammar(constraint: Constraint, tokenizer: Tokenizer | None = None) -> str:
+    """The ``grammar`` of a llama.cpp request: its llguidance build reads this header.
+
+    As in ``grammar_of``, a tool-call marker that the tokenizer makes one control token also
+    matches that token (``<[id]>``): llguidance in llama.cpp spells control tokens apart.
+    """
+    source = lark_of(constraint)
+    if constraint.kind == "lark" and tokenizer is not None:
+        for marker in MARKERS:
+            ids = tokenizer.encode(marker)
+            if len(ids) == 1 and tokenizer.encode_plain(marker) != ids:
+                literal = json.dumps(marker, ensure_ascii=False)
+                source = source.replace(literal, f"({literal} | <[{ids[0]}]>)")
+    return "%llguidance {}\n" + source
+
+
+def forced_tokens_grammar(token_ids: tuple[int, ...]) -> str:
+    """A llama.cpp grammar whose one sentence is exactly these tokens (a forced text)."""
+    return "%llguidance {}\nstart: " + " ".join(f"<[{t}]>" for t in token_ids) + "\n"
 
 
 def _schema(constraint: Constraint) -> dict[str, object]:

@@ -51,6 +51,7 @@ class Constraint:
 
 
 MAX_TOP_LOGPROBS = 20
+LOGPROB_FLOOR = -9999.0  # what OpenAI reports for impossible tokens (JSON has no -inf)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,13 +6,15 @@ llama.cpp (through xllamacpp) batches every running sequence into one decode ste
 slot: one worker thread per slot calls ``handle_completions``, a blocking call that streams one
 chunk per sampled token to a callback. The callback turns token ids into text with r1serve's
 detokenizer and stop matcher, exactly as the transformers scheduler does, and returns True to
-make llama.cpp drop the sequence at its next step (cancel, deadline, stop string).
+make llama.cpp drop the sequence at its next step (cancel, deadline, stop string). A thinking
+budget or a constraint that starts after ``</think>`` continues in a new llama.cpp request
+(``r1serve.engine.llamacpp.sequence``); constraints are llguidance grammars, which this
+llama.cpp build compiles itself, checked by r1serve (400, time limit) before any generation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -20,6 +22,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from r1serve.engine.grammar import ConstraintCompiler, llamacpp_grammar
+from r1serve.engine.llamacpp.sequence import RequestState
 from r1serve.engine.llamacpp.wire import completion_body, finish_reason, parse_chunk
 from r1serve.engine.protocol import (
     Delta,
@@ -29,15 +33,13 @@ from r1serve.engine.protocol import (
     FinishReason,
     GenerationRequest,
     Prompt,
-    RequestTimings,
-    SamplingParams,
     Tokenizer,
+    TokenLogprob,
     Usage,
     output_budget,
 )
-from r1serve.engine.text.detokenize import IncrementalDetokenizer
-from r1serve.engine.text.stops import StopMatcher
-from r1serve.errors import ContextLengthError, OverloadedError, RequestError
+from r1serve.engine.text.thinking import thinking_tokens
+from r1serve.errors import ContextLengthError, OverloadedError
 
 log = logging.getLogger("r1serve.llamacpp")
 
@@ -60,45 +62,6 @@ class ChatRenderer(Protocol):
         add_generation_prompt: bool = True,
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> Prompt: ...
-
-
-class _Sequence:
-    """One request from submit to finish; its text state lives on its worker thread."""
-
-    __slots__ = (
-        "aborted",
-        "deadline",
-        "detok",
-        "finish_reason",
-        "loop",
-        "max_tokens",
-        "output",
-        "queue",
-        "request",
-        "stops",
-        "timings",
-        "unsent",
-    )
-
-    def __init__(self, request: GenerationRequest, max_tokens: int, tokenizer: Tokenizer) -> None:
-        now = time.monotonic()
-        self.request = request
-        self.max_tokens = max_tokens
-        self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[Delta] = asyncio.Queue()
-        self.output: list[int] = []
-        self.unsent: list[int] = []
-        self.detok = IncrementalDetokenizer(tokenizer, request.prompt_token_ids)
-        self.stops = StopMatcher(request.params.stop) if request.params.stop else None
-        self.timings = RequestTimings(submitted=now)
-        self.deadline = now + request.timeout_s if request.timeout_s else None
-        self.finish_reason: FinishReason | None = None
-        self.aborted = False
-
-    def send(self, delta: Delta) -> None:
-        # A closed loop (shutdown) has nobody left to tell.
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, delta)
 
 
 class LlamaCppEngine:
@@ -135,13 +98,15 @@ class LlamaCppEngine:
         self.listening_address = listening_address
         self._listeners: list[FinishHook] = []
         self._cond = threading.Condition()
-        self._waiting: deque[_Sequence] = deque()  # under _cond
-        self._running: dict[str, _Sequence] = {}  # under _cond
+        self._waiting: deque[RequestState] = deque()  # under _cond
+        self._running: dict[str, RequestState] = {}  # under _cond
         self._kv_used = 0
         self._rejected = 0
         self._prefix_hits = 0
         self._stop = False
         self._threads: list[threading.Thread] = []
+        self._thinking = thinking_tokens(tokenizer)
+        self._constraints = ConstraintCompiler(None)  # checks only; llama.cpp compiles
 
     # ---- Engine interface -------------------------------------------------------------
 
@@ -249,15 +214,20 @@ class LlamaCppEngine:
         max_tokens = self.resolve_max_tokens(
             len(request.prompt_token_ids), request.params.max_tokens
         )
-        _refuse_unsupported(request.params)
-        seq = _Sequence(request, max_tokens, self._tokenizer)
+        grammar = None
+        if request.params.constraint is not None:
+            await self._constraints.guide(request.params.constraint)  # RequestError: a 400
+            grammar = llamacpp_grammar(request.params.constraint, self._tokenizer)
+        seq = RequestState(
+            request, max_tokens, self._tokenizer, thinking=self._thinking, grammar=grammar
+        )
         with self._cond:
             self._check_room()
             self._waiting.append(seq)
             self._cond.notify_all()
         return LlamaCppStream(self, seq)
 
-    def abort(self, seq: _Sequence) -> None:
+    def abort(self, seq: RequestState) -> None:
         """Cancel a request: at once while it waits, at llama.cpp's next step while it runs."""
         with self._cond:
             seq.aborted = True
@@ -287,26 +257,35 @@ class LlamaCppEngine:
                 if seq.finish_reason is None:
                     self._finish(seq, "error", stop_reason=type(exc).__name__)
 
-    def _generate(self, seq: _Sequence) -> None:
-        body = completion_body(seq.request, seq.max_tokens)
-        self._server.handle_completions(body, lambda chunk: self._on_chunk(seq, chunk))
-        if seq.finish_reason is None:  # llama.cpp ended without saying how
-            self._finish(seq, "abort" if seq.aborted else "error", stop_reason="llama.cpp")
+    def _generate(self, seq: RequestState) -> None:
+        """Run the request's legs (usually one) until it finishes."""
+        while True:
+            leg = seq.next_leg()
+            body = completion_body(
+                seq.request, leg.max_tokens, prompt=leg.prompt, grammar=leg.grammar
+            )
+            self._server.handle_completions(body, lambda chunk: self._on_chunk(seq, chunk))
+            if seq.finish_reason is not None:
+                return
+            if seq.aborted or not seq.leg_over:  # or llama.cpp ended without saying how
+                self._finish(seq, "abort" if seq.aborted else "error", stop_reason="llama.cpp")
+                return
 
-    def _on_chunk(self, seq: _Sequence, raw: Any) -> bool:
+    def _on_chunk(self, seq: RequestState, raw: Any) -> bool:
         """One streamed chunk; True tells llama.cpp to drop the sequence."""
-        if seq.finish_reason is not None:
+        if seq.finish_reason is not None or seq.leg_over:
             return True
         if seq.aborted:
             self._finish(seq, "abort")
             return True
-        chunk = parse_chunk(raw if isinstance(raw, Mapping) else {})
+        chunk = parse_chunk(raw if isinstance(raw, Mapping) else {}, seq.request.params.logprobs)
         if chunk.error is not None:
             log.error("llama.cpp: %s", chunk.error)
             self._finish(seq, "error", stop_reason=chunk.error)
             return True
-        for token in chunk.token_ids:
-            if self._accept(seq, token):
+        logprobs: Sequence[TokenLogprob | None] = chunk.logprobs or [None] * len(chunk.token_ids)
+        for token, logprob in zip(chunk.token_ids, logprobs, strict=True):
+            if self._accept(seq, token, logprob):
                 return True
         if seq.deadline is not None and time.monotonic() >= seq.deadline:
             self._finish(seq, "timeout")
@@ -318,12 +297,16 @@ class LlamaCppEngine:
             return True
         return False
 
-    def _accept(self, seq: _Sequence, token: int) -> bool:
-        """Record a sampled token: emit its text, or finish (True) as the scheduler does."""
+    def _accept(self, seq: RequestState, token: int, logprob: TokenLogprob | None) -> bool:
+        """Record a sampled token: emit its text, or finish (True) as the scheduler does; True
+        also when the leg is over and another follows."""
         if seq.timings.first_token is None:
             seq.timings.first_token = time.monotonic()
+        token, logprob = seq.observe(token, logprob)
         seq.output.append(token)
         seq.unsent.append(token)
+        if logprob is not None:
+            seq.unsent_logprobs.append(logprob)
         with self._cond:
             self._kv_used += 1
         params = seq.request.params
@@ -331,6 +314,7 @@ class LlamaCppEngine:
             self._finish(seq, "stop", stop_reason=token)
             return True
         text = seq.detok.feed([token])
+        seq.watch(text)
         if seq.stops is not None and text:
             result = seq.stops.feed(text)
             text = result.text
@@ -343,16 +327,26 @@ class LlamaCppEngine:
             self._finish(seq, "length")
             return True
         self._emit(seq, text)
+        if seq.ends_leg():
+            seq.leg_over = True
+            return True
         return False
 
-    def _emit(self, seq: _Sequence, text: str) -> None:
+    def _emit(self, seq: RequestState, text: str) -> None:
         if text or seq.unsent:
-            seq.send(Delta(text=text, token_ids=tuple(seq.unsent)))
+            seq.send(
+                Delta(
+                    text=text,
+                    token_ids=tuple(seq.unsent),
+                    logprobs=tuple(seq.unsent_logprobs),
+                )
+            )
             seq.unsent = []
+            seq.unsent_logprobs = []
 
     def _finish(
         self,
-        seq: _Sequence,
+        seq: RequestState,
         reason: FinishReason,
         *,
         stop_reason: str | int | None = None,
@@ -370,7 +364,11 @@ class LlamaCppEngine:
         with self._cond:  # the slot is free before the caller sees the end
             if self._running.pop(seq.request.request_id, None) is not None:
                 self._kv_used -= prompt_len + len(seq.output)
-        usage = Usage(prompt_tokens=prompt_len, completion_tokens=len(seq.output))
+        usage = Usage(
+            prompt_tokens=prompt_len,
+            completion_tokens=len(seq.output),
+            reasoning_tokens=seq.reasoning_tokens,
+        )
         # Finish events (metrics, usage, logs) fire before the caller sees the end, so a
         # client that reads its last chunk finds the request already counted.
         record = FinishedRequest(
@@ -388,9 +386,11 @@ class LlamaCppEngine:
                 finish_reason=reason,
                 stop_reason=stop_reason,
                 usage=usage,
+                logprobs=tuple(seq.unsent_logprobs),
             )
         )
         seq.unsent = []
+        seq.unsent_logprobs = []
 
     def _expire_waiting(self) -> None:
         """Time out requests that wait past their deadline while every slot is busy."""
@@ -414,26 +414,6 @@ class LlamaCppEngine:
                 return
 
 
-def _refuse_unsupported(params: SamplingParams) -> None:
-    """A clear 400 for what this engine cannot do yet, rather than silently ignoring it."""
-    unsupported = [
-        (
-            params.constraint is not None,
-            "response_format / tool_choice required",
-            "response_format",
-        ),
-        (params.logprobs is not None, "logprobs", "logprobs"),
-        (params.max_reasoning_tokens is not None, "a thinking budget", "max_reasoning_tokens"),
-    ]
-    for hit, what, param in unsupported:
-        if hit:
-            raise RequestError(
-                f"{what} is not supported on the llama.cpp engine yet; serve the model with "
-                "--engine transformers for it",
-                param=param,
-            )
-
-
 def _join(threads: list[threading.Thread]) -> None:
     for thread in threads:
         thread.join(timeout=30)
@@ -444,7 +424,7 @@ class LlamaCppStream:
 
     __slots__ = ("_done", "_engine", "_seq")
 
-    def __init__(self, engine: LlamaCppEngine, seq: _Sequence) -> None:
+    def __init__(self, engine: LlamaCppEngine, seq: RequestState) -> None:
         self._engine = engine
         self._seq = seq
         self._done = False

@@ -7,31 +7,42 @@ prompt token and every character. Pure functions; the engine thread calls them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from r1serve.engine.protocol import FinishReason, GenerationRequest
+from r1serve.engine.protocol import LOGPROB_FLOOR, FinishReason, GenerationRequest, TokenLogprob
 
 # r1serve samples with these filters in this order (engine/transformers/sampling.py); llama.cpp's
 # default chain adds DRY, typical-p, XTC and top-n-sigma, all of which r1serve never applies.
 _SAMPLERS = ["penalties", "top_k", "top_p", "min_p", "temperature"]
 
 
-def completion_body(request: GenerationRequest, max_tokens: int) -> dict[str, Any]:
-    """The streaming ``/completion`` request for one r1serve request.
+def completion_body(
+    request: GenerationRequest,
+    max_tokens: int,
+    *,
+    prompt: Sequence[int] | None = None,
+    grammar: str | None = None,
+) -> dict[str, Any]:
+    """The streaming ``/completion`` request for (one leg of) one r1serve request.
 
     The prompt goes as token ids, so text a user typed that looks like a control token stays
-    the text r1serve's tokenizer made of it. ``n_probs: 1`` makes every chunk carry the id of
-    the sampled token; stop strings and stop token ids are matched by r1serve, not llama.cpp.
+    the text r1serve's tokenizer made of it; ``prompt`` overrides the request's own (a later
+    leg: the prompt and the output so far). ``n_probs`` makes every chunk carry the id of the
+    sampled token; with ``logprobs`` asked, llama.cpp's probabilities before sampling (a
+    softmax of the raw logits) with that many alternatives. Stop strings and stop token ids
+    are matched by r1serve, not llama.cpp. ``grammar``: llama.cpp's grammar text.
     """
     p = request.params
+    prompt_ids = list(request.prompt_token_ids if prompt is None else prompt)
     body: dict[str, Any] = {
-        "prompt": list(request.prompt_token_ids),
+        "prompt": prompt_ids,
         "stream": True,
         "n_predict": max_tokens,
-        "n_probs": 1,
-        "post_sampling_probs": True,  # the sampler's own candidates: no softmax over the vocab
+        "n_probs": 1 if p.logprobs is None else max(1, p.logprobs),
+        # Without logprobs: the sampler's own candidates, no softmax over the vocabulary.
+        "post_sampling_probs": p.logprobs is None,
         "cache_prompt": True,
         "samplers": _SAMPLERS,
         "temperature": p.temperature,
@@ -42,7 +53,7 @@ def completion_body(request: GenerationRequest, max_tokens: int) -> dict[str, An
         "presence_penalty": p.presence_penalty,
         "frequency_penalty": p.frequency_penalty,
         # penalties look at the whole sequence, as r1serve's sampler does
-        "repeat_last_n": len(request.prompt_token_ids) + max_tokens,
+        "repeat_last_n": len(prompt_ids) + max_tokens,
         "typical_p": 1.0,
         "dry_multiplier": 0.0,
         "xtc_probability": 0.0,
@@ -57,21 +68,30 @@ def completion_body(request: GenerationRequest, max_tokens: int) -> dict[str, An
         body["seed"] = p.seed % 2**32
     if p.logit_bias:
         body["logit_bias"] = [[int(token), float(bias)] for token, bias in p.logit_bias.items()]
+    if grammar is not None:
+        body["grammar"] = grammar
     return body
 
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """One streamed chunk: the sampled token ids, and on the last one how it ended."""
+    """One streamed chunk: the sampled token ids, and on the last one how it ended.
+
+    ``logprobs``: one per token id when the request asked for them (``top`` alternatives).
+    """
 
     token_ids: tuple[int, ...]
     finish_reason: str | None = None
     cached_tokens: int = 0
     error: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
-def parse_chunk(chunk: Mapping[str, Any]) -> Chunk:
-    """Read the token ids (and the end) from one streamed llama.cpp completion chunk."""
+def parse_chunk(chunk: Mapping[str, Any], top: int | None = None) -> Chunk:
+    """Read the token ids (and the end) from one streamed llama.cpp completion chunk.
+
+    ``top``: the alternatives a request asked for (None: no log probabilities).
+    """
     if "error" in chunk:
         error = chunk["error"]
         message = error.get("message") if isinstance(error, Mapping) else error
@@ -89,7 +109,23 @@ def parse_chunk(chunk: Mapping[str, Any]) -> Chunk:
     usage = chunk.get("usage") or {}
     details = usage.get("prompt_tokens_details") or {}
     cached = details.get("cached_tokens") or (chunk.get("timings") or {}).get("cache_n") or 0
-    return Chunk(ids, finish, int(cached) if finish else 0)
+    logprobs = () if top is None else tuple(_logprob(item, top) for item in content)
+    return Chunk(ids, finish, int(cached) if finish else 0, logprobs=logprobs)
+
+
+def _logprob(item: Mapping[str, Any], top: int) -> TokenLogprob:
+    """One token's entry (``post_sampling_probs: false``) in r1serve's shape."""
+    alternatives = (item.get("top_logprobs") or [])[:top]
+    return TokenLogprob(
+        token_id=int(item["id"]),
+        logprob=_finite(item.get("logprob")),
+        top=tuple((int(alt["id"]), _finite(alt.get("logprob"))) for alt in alternatives),
+    )
+
+
+def _finite(value: Any) -> float:
+    # A token the model gives no chance comes back as null or -inf; OpenAI's floor instead.
+    return max(float(value), LOGPROB_FLOOR) if isinstance(value, int | float) else LOGPROB_FLOOR
 
 
 def finish_reason(llama_reason: str) -> FinishReason:

@@ -85,6 +85,11 @@ class ThinkingTracker:
         self.reasoning_tokens = 0
         self._check_budget()
 
+    @property
+    def pending_forced(self) -> tuple[int, ...]:
+        """The forced tokens still to come (the llama.cpp engine forces them in one request)."""
+        return tuple(self._forced)
+
     def take_forced(self) -> int | None:
         """The token to emit instead of the sampled one, if the budget is ending the thinking."""
         return self._forced.popleft() if self._forced else None

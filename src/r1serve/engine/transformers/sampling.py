@@ -25,7 +25,7 @@ from collections.abc import Collection, Sequence
 
 import torch
 
-from r1serve.engine.protocol import SamplingParams, TokenLogprob
+from r1serve.engine.protocol import LOGPROB_FLOOR, SamplingParams, TokenLogprob
 from r1serve.errors import RequestError
 
 # Enough for top-p 0.95 on the peaked distributions of chat models; rows needing more are
@@ -191,9 +191,6 @@ def adjust_logits(logits: torch.Tensor, samplers: Sequence[SequenceSampler]) -> 
         values = torch.cat([values for _, values in pairs])  # [n]
         logits.index_put_((row_ids, token_ids), values, accumulate=True)
     return logits
-
-
-LOGPROB_FLOOR = -9999.0  # what OpenAI reports for impossible tokens (JSON has no -inf)
 
 
 def token_logprobs(
