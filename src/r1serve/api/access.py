@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
@@ -143,6 +143,13 @@ class AccessWatch:
                 log.warning("re-checking callers failed: %s", exc)
 
 
+async def _finished(step: asyncio.Future[Any]) -> None:
+    """Wait until a cancelled step has really ended (its streams closed), even while this task
+    is being cancelled itself (anyio's cancellation would cut the wait short)."""
+    with anyio.CancelScope(shield=True), contextlib.suppress(BaseException):
+        await step
+
+
 async def revocable(items: AsyncIterator[T], lease: Lease) -> AsyncIterator[T]:
     """``items`` until the lease is revoked, then AccessRevokedError; closing closes ``items``.
 
@@ -157,8 +164,7 @@ async def revocable(items: AsyncIterator[T], lease: Lease) -> AsyncIterator[T]:
             await asyncio.wait({step, waiter}, return_when=asyncio.FIRST_COMPLETED)
             if waiter.done():  # also when an item is ready: a busy stream must end too
                 step.cancel()  # leaving the engine's stream aborts the request
-                with contextlib.suppress(BaseException):
-                    await step
+                await _finished(step)
                 raise lease.error()
             try:
                 item = step.result()
@@ -170,8 +176,7 @@ async def revocable(items: AsyncIterator[T], lease: Lease) -> AsyncIterator[T]:
         waiter.cancel()
         if step is not None and not step.done():
             step.cancel()
-            with contextlib.suppress(BaseException):
-                await step
+            await _finished(step)
         lease.release()
         close = getattr(items, "aclose", None)
         if close is not None:

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+import anyio
 import httpx
 
 from r1serve.engine.protocol import (
@@ -444,8 +445,11 @@ class UpstreamStream:
         if self._done:
             return
         self._done = True
-        await self._close_response()
-        self._release()
+        try:
+            # A reply read to its end leaves a reusable connection; any other end cuts it.
+            await self._close_response(hard=reason in ("abort", "timeout", "error"))
+        finally:
+            self._release()
         self._timings.finished = time.monotonic()
         self._engine.finished(
             FinishedRequest(
@@ -457,12 +461,24 @@ class UpstreamStream:
             )
         )
 
-    async def _close_response(self) -> None:
+    async def _close_response(self, hard: bool = True) -> None:
         response, self._response = self._response, None
-        if response is not None:
-            with contextlib.suppress(httpx.HTTPError):
-                await response.aclose()
+        if response is None:
+            return
+        if hard:
+            # Cut the connection itself: a read cancelled mid-body can leave httpx believing
+            # the connection reusable, and the upstream would then stream on into the void.
+            network = response.extensions.get("network_stream")
+            if network is not None:
+                with contextlib.suppress(Exception):
+                    await network.aclose()
+        with contextlib.suppress(Exception):  # after a cut, httpcore may complain of it
+            await response.aclose()
 
     async def aclose(self) -> None:
-        """Abort: drop the upstream connection now (the upstream then cancels its request)."""
-        await self._end("abort")
+        """Abort: drop the upstream connection now (the upstream then cancels its request).
+
+        Shielded: a client's disconnect cancels the response's task (anyio cancellation hits
+        every later await), and the upstream must still hear of it at once, not at GC."""
+        with anyio.CancelScope(shield=True):
+            await self._end("abort")
