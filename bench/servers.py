@@ -210,14 +210,15 @@ def llama_cpp_python_spec(gguf: Path, threads: int, eos_token_id: int) -> Server
     """``python -m llama_cpp.server`` (one sequence at a time) from its own venv.
 
     It has no ``ignore_eos``; a -100 logit bias on the EOS token makes every request run to
-    ``max_tokens`` just the same.
+    ``max_tokens`` just the same. ``--interrupt_requests False``: by default a new request cuts
+    the one streaming (its client gets an empty stream), so concurrent clients would fail.
     """
     python = Path(os.environ.get("LLAMA_CPP_PYTHON", LLAMA_CPP_PYTHON_VENV / "bin" / "python"))
     return ServerSpec(
         "llama-cpp-python",
         [str(python), "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
          "--port", "{port}", "--n_threads", str(threads), "--n_threads_batch", str(threads),
-         "--n_ctx", "4096"],
+         "--n_ctx", "4096", "--interrupt_requests", "False"],
         extra_body={"logit_bias": {str(eos_token_id): -100}},
     )  # fmt: skip
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import socket
 import tempfile
@@ -63,6 +64,29 @@ def _p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
 
 
+def _send_big_prompts(url: str, count: int, results: Any) -> None:
+    """The eight 4 MB prompts, from their own process: encoding and sending 32 MB must not
+    stall the loop that times the stream and ``/health`` (as a prober is its own process)."""
+    body = json.dumps({"messages": [{"role": "user", "content": "x" * BIG}]}).encode()
+
+    async def send() -> list[int]:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+
+            async def one() -> int:
+                response = await http.post(
+                    "/v1/chat/completions",
+                    content=body,
+                    headers={"content-type": "application/json"},
+                )
+                return response.status_code
+
+            return list(await asyncio.gather(*(one() for _ in range(count))))
+
+    started = time.perf_counter()
+    statuses = asyncio.run(send())
+    results.put((statuses, time.perf_counter() - started))
+
+
 async def _big_prompts(url: str) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:
         gaps: list[float] = []
@@ -87,20 +111,15 @@ async def _big_prompts(url: str) -> dict[str, Any]:
                 health.append(time.perf_counter() - start)
                 await asyncio.sleep(0.01)
 
-        async def big(i: int) -> int:
-            content = "x" * BIG
-            response = await http.post(
-                "/v1/chat/completions",
-                json={"messages": [{"role": "user", "content": content}]},
-            )
-            return response.status_code
-
         streamer = asyncio.create_task(stream())
         poller = asyncio.create_task(poll_health())
         await asyncio.sleep(0.5)
-        started = time.perf_counter()
-        statuses = await asyncio.gather(*(big(i) for i in range(8)))
-        elapsed = time.perf_counter() - started
+        spawn = multiprocessing.get_context("spawn")  # a fresh process, not a fork of this loop
+        results: Any = spawn.Queue()
+        sender = spawn.Process(target=_send_big_prompts, args=(url, 8, results))
+        sender.start()
+        statuses, elapsed = await asyncio.to_thread(results.get)
+        await asyncio.to_thread(sender.join, 30)
         await asyncio.sleep(0.3)
         done.set()
         await poller
