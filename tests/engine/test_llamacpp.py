@@ -50,3 +50,49 @@ def test_auto_is_llamacpp_for_gguf_and_transformers_for_hf_folders() -> None:
     assert choose_backend("auto", resolve_model_source(str(TINY_R1_GGUF))) == "llamacpp"
     assert choose_backend("auto", resolve_model_source(str(TINY_R1_HF))) == "transformers"
     assert choose_backend("transformers", resolve_model_source(str(TINY_R1_GGUF))) == "transformers"
+
+
+LEAN = """
+import asyncio, sys, tempfile
+from r1serve.api.app import create_app
+from r1serve.engine.protocol import GenerationRequest, SamplingParams
+from r1serve.engine.registry import build_engine
+from r1serve.settings import Settings
+
+settings = Settings(_env_file=None, model=sys.argv[1], data_dir=tempfile.mkdtemp(), auth=False,
+                    max_num_seqs=1, max_model_len=128)
+built = build_engine(settings)
+create_app(settings, built.engine)
+
+async def main():
+    engine = built.engine
+    await engine.start()
+    try:
+        ids = engine.tokenizer.encode("hi")
+        stream = await engine.submit(GenerationRequest(
+            request_id="lean", prompt_token_ids=tuple(ids), params=SamplingParams(max_tokens=4)))
+        async for _ in stream:
+            pass
+    finally:
+        await engine.close()
+
+asyncio.run(main())
+print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+
+
+def test_the_llamacpp_engine_never_loads_torch_or_transformers() -> None:
+    """They are ~200 MB of resident memory a GGUF served by llama.cpp does not need."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", LEAN, str(TINY_R1_GGUF)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout

@@ -136,7 +136,21 @@ def test_gguf_architecture_transformers_cannot_load(tmp_path: Path) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with pytest.raises(UnsupportedModelError, match="'rwkv7'"):
+    source = resolve_model_source(str(path))  # llama.cpp runs architectures transformers can't
+    assert source.kind == "gguf"
+    with pytest.raises(UnsupportedModelError, match=r"'rwkv7'.*cannot be loaded by transformers"):
+        load_model(source, device="cpu")
+
+
+def test_gguf_without_an_architecture(tmp_path: Path) -> None:
+    path = tmp_path / "noarch.gguf"
+    writer = gguf.GGUFWriter(str(path), arch="llama")
+    writer.kv_data[0].pop("general.architecture")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(UnsupportedModelError, match="names no architecture"):
         resolve_model_source(str(path))
 
 

@@ -4,13 +4,16 @@ gguf's ``GGUFReader`` builds a numpy view for every string of every array, which
 nine seconds for a 152k-token vocabulary; sizing a model needs only scalars, array lengths and
 tensor shapes. This scanner walks the same layout (GGUF v2/v3, little-endian) with gguf's own
 type tables, keeps arrays of up to ``SMALL_ARRAY`` numbers, and bounds every count by the file
-size so a crafted file cannot make it allocate or loop without limit.
+size so a crafted file cannot make it allocate or loop without limit. Arrays named in ``keep``
+(a tokenizer's vocabulary, token types and merges) are read in full, as lists, their strings
+decoded strictly.
 """
 
 from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +39,16 @@ _SCALARS: dict[GGUFValueType, str] = {
     GGUFValueType.FLOAT64: "<d",
 }
 
-MetadataValue = int | float | bool | str | tuple[int | float | bool, ...] | None
+MetadataValue = (
+    int
+    | float
+    | bool
+    | str
+    | tuple[int | float | bool, ...]
+    | list[str]
+    | list[int | float | bool]
+    | None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +127,17 @@ class _Cursor:
             )
         return value
 
-    def string(self) -> str:
-        """A length-prefixed UTF-8 string."""
+    def string(self, *, strict: bool = False) -> str:
+        """A length-prefixed UTF-8 string (``strict``: invalid UTF-8 is an error)."""
         length = self.count(len(self.data) - self.offset, "bytes in a string")
         raw = self.data[self.offset : self.offset + length]
         self.offset += length
-        return bytes(raw).decode("utf-8", errors="replace")
+        try:
+            return bytes(raw).decode("utf-8", errors="strict" if strict else "replace")
+        except UnicodeDecodeError as exc:
+            raise UnsupportedModelError(
+                f"GGUF header holds a string that is not UTF-8: {exc}"
+            ) from None
 
     def skip_string(self) -> None:
         """Step over a length-prefixed string."""
@@ -136,12 +153,19 @@ def _value_type(cursor: _Cursor) -> GGUFValueType:
         raise UnsupportedModelError(f"GGUF header has unknown value type {raw}") from None
 
 
-def _read_array(cursor: _Cursor, key: str, lengths: dict[str, int]) -> MetadataValue:
+def _read_array(
+    cursor: _Cursor, key: str, lengths: dict[str, int], keep: Container[str]
+) -> MetadataValue:
     item_type = _value_type(cursor)
     if item_type == GGUFValueType.ARRAY:
         raise UnsupportedModelError(f"GGUF key {key} nests arrays; not supported")
     length = cursor.count(len(cursor.data) - cursor.offset, "array items")
     lengths[key] = length
+    if key in keep:  # every item is at least one byte, so the count is bounded by the file
+        if item_type == GGUFValueType.STRING:
+            return [cursor.string(strict=True) for _ in range(length)]
+        fmt = _SCALARS[item_type]
+        return [cursor.take(fmt) for _ in range(length)]
     if item_type == GGUFValueType.STRING:
         for _ in range(length):
             cursor.skip_string()
@@ -170,8 +194,9 @@ def _read_tensor(cursor: _Cursor) -> GgufTensor:
     return GgufTensor(name, shape, quant_type)
 
 
-def parse_gguf_header(data: mmap.mmap | bytes) -> GgufHeader:
-    """Parse the header of GGUF bytes (a memory map or a bytes object)."""
+def parse_gguf_header(data: mmap.mmap | bytes, keep: Container[str] = ()) -> GgufHeader:
+    """Parse the header of GGUF bytes (a memory map or a bytes object); arrays named in
+    ``keep`` in full."""
     cursor = _Cursor(data)
     if cursor.take("<I") != GGUF_MAGIC:
         raise UnsupportedModelError("not a GGUF file (bad magic)")
@@ -188,20 +213,20 @@ def parse_gguf_header(data: mmap.mmap | bytes) -> GgufHeader:
         if value_type == GGUFValueType.STRING:
             metadata[key] = cursor.string()
         elif value_type == GGUFValueType.ARRAY:
-            metadata[key] = _read_array(cursor, key, lengths)
+            metadata[key] = _read_array(cursor, key, lengths, keep)
         else:
             metadata[key] = cursor.take(_SCALARS[value_type])
     tensors = tuple(_read_tensor(cursor) for _ in range(tensor_count))
     return GgufHeader(version, metadata, lengths, tensors)
 
 
-def read_gguf_header(path: Path) -> GgufHeader:
-    """Read the header of the GGUF file at ``path``."""
+def read_gguf_header(path: Path, keep: Container[str] = ()) -> GgufHeader:
+    """Read the header of the GGUF file at ``path`` (arrays named in ``keep`` in full)."""
     try:
         with path.open("rb") as file:
             if path.stat().st_size == 0:
                 raise UnsupportedModelError(f"{path} is empty")
             with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                return parse_gguf_header(data)
+                return parse_gguf_header(data, keep)
     except OSError as exc:
         raise UnsupportedModelError(f"cannot read {path}: {exc.strerror or exc}") from exc

@@ -9,10 +9,9 @@ RAM on CPU) unless the user fixes slots or tokens. Each slot holds one sequence 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
-import torch
 
 from r1serve.errors import ConfigError
 
@@ -22,6 +21,26 @@ MAX_SLOTS_CPU = 32  # beyond this a 2-16 core CPU is compute-bound; more rows on
 MAX_SLOTS_GPU = 256
 CPU_SHARE = 0.30  # of available RAM
 GPU_SHARE = 0.85  # of free GPU memory
+
+
+class Device(Protocol):
+    """A ``torch.device``, or ``CPU``: torch is imported only where a GPU is asked about."""
+
+    @property
+    def type(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Host:
+    type: str = "cpu"
+
+
+CPU: Device = _Host()
+
+
+class DType(Protocol):
+    @property
+    def itemsize(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +59,7 @@ class KVPlan:
         return self.total_tokens * self.bytes_per_token
 
 
-def bytes_per_token(config: Any, dtype: torch.dtype) -> tuple[int, str]:
+def bytes_per_token(config: Any, dtype: DType) -> tuple[int, str]:
     """KV bytes per token and the formula with its numbers."""
     layers = int(config.num_hidden_layers)
     heads = int(config.num_attention_heads)
@@ -52,10 +71,12 @@ def bytes_per_token(config: Any, dtype: torch.dtype) -> tuple[int, str]:
     return total, formula
 
 
-def available_memory(device: torch.device) -> tuple[int, str]:
+def available_memory(device: Device) -> tuple[int, str]:
     """Memory the cache may draw from, and where that number came from."""
     if device.type == "cuda":
-        free, total = torch.cuda.mem_get_info(device)
+        import torch  # only on a GPU: the CPU paths of llama.cpp and upstream never load it
+
+        free, total = torch.cuda.mem_get_info(device)  # type: ignore[arg-type]
         return int(free * GPU_SHARE), (
             f"{GPU_SHARE:.0%} of {free / GIB:.1f} GiB free on {device} ({total / GIB:.1f} GiB)"
         )
@@ -72,7 +93,7 @@ def plan_kv(
     per_token: int,
     formula: str,
     context_length: int,
-    device: torch.device,
+    device: Device,
     max_slots: int | None = None,
     kv_cache_tokens: int | None = None,
     budget: tuple[int, str] | None = None,

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from r1serve.catalog.store import lookup
+from r1serve.engine.built import BuiltEngine
 from r1serve.engine.source import ModelSource, resolve_model_source
-from r1serve.engine.transformers.build import BuiltEngine
 from r1serve.errors import ConfigError
 from r1serve.settings import Settings
 

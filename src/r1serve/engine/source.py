@@ -223,13 +223,20 @@ def _check_architecture(config: dict[str, Any], path: Path) -> None:
 
 
 def _check_gguf(path: Path) -> None:
+    """A readable GGUF file that names its architecture (which backend can run it is the
+    backend's question: llama.cpp runs more architectures than transformers loads)."""
+    with path.open("rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise UnsupportedModelError(f"{path} is not a GGUF file (no GGUF magic bytes)")
+    if not read_gguf_metadata(path, arrays=()).get("general.architecture"):
+        raise UnsupportedModelError(f"{path.name}: the GGUF file names no architecture")
+
+
+def check_transformers_gguf(path: Path) -> None:
     """A GGUF file whose architecture transformers can load."""
     from transformers.integrations.gguf import GGUF_CONFIG_ARCHS
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
-    with path.open("rb") as handle:
-        if handle.read(4) != b"GGUF":
-            raise UnsupportedModelError(f"{path} is not a GGUF file (no GGUF magic bytes)")
     architecture = read_gguf_metadata(path, arrays=()).get("general.architecture")
     supported = (set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"}) | set(
         GGUF_CONFIG_ARCHS

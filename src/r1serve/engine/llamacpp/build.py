@@ -17,13 +17,13 @@ from typing import Any
 
 import xllamacpp  # at import: the registry's available() asks whether the binding is here
 
-from r1serve.engine.kv import KVPlan, plan_kv
+from r1serve.engine.built import BuiltEngine
+from r1serve.engine.kv import CPU, KVPlan, plan_kv
 from r1serve.engine.llamacpp.engine import LlamaCppEngine
 from r1serve.engine.source import ModelSource
 from r1serve.engine.text.chat_template import ChatFormatter, compile_template
 from r1serve.engine.text.gguf_tokenizer import build_gguf_tokenizer, read_gguf_metadata
 from r1serve.engine.text.tokenizer import HFTokenizer
-from r1serve.engine.transformers.build import BuiltEngine
 from r1serve.errors import ConfigError, UnsupportedModelError
 from r1serve.settings import Settings
 
@@ -185,13 +185,17 @@ def build_llamacpp(settings: Settings, source: ModelSource) -> BuiltEngine:
     gpu = has_gpu()
     layers = gpu_layers(settings, gpu)
     per_token, formula = shape.bytes_per_token(settings.kv_cache_dtype)
-    import torch
+    device = CPU
+    if gpu and layers != 0:
+        import torch  # a GPU build of the binding: free memory from CUDA, where torch sees it
 
+        if torch.cuda.is_available():
+            device = torch.device("cuda")
     plan = plan_kv(
         per_token=per_token,
         formula=formula,
         context_length=context,
-        device=torch.device("cuda" if gpu and layers != 0 and torch.cuda.is_available() else "cpu"),
+        device=device,
         max_slots=settings.max_num_seqs or (None if gpu and layers != 0 else CPU_SLOTS),
         kv_cache_tokens=settings.kv_cache_tokens,
     )

@@ -20,6 +20,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
+from r1serve.catalog.gguf_header import read_gguf_header
 from r1serve.errors import UnsupportedModelError
 
 log = logging.getLogger(__name__)
@@ -113,14 +114,16 @@ class GGUFTokenizer:
 
 
 def read_gguf_metadata(path: Path, arrays: tuple[str, ...] = _METADATA_ARRAYS) -> dict[str, Any]:
-    """The GGUF file's metadata; the arrays named are read in full, others only counted."""
-    from transformers.integrations.gguf import read_gguf_metadata as read_metadata
-
+    """The GGUF file's metadata; the string arrays named are read in full, others counted."""
     try:
-        metadata, _ = read_metadata(str(path), arrays)
-    except (ValueError, OSError) as exc:
+        header = read_gguf_header(path, keep=arrays)
+    except UnsupportedModelError as exc:
         raise UnsupportedModelError(f"cannot read GGUF file {path}: {exc}") from exc
-    return dict(metadata)
+    metadata: dict[str, Any] = dict(header.metadata)
+    for key, length in header.array_lengths.items():
+        if metadata[key] is None:  # a long array not asked for: its length, as transformers gave
+            metadata[key] = length
+    return metadata
 
 
 def build_gguf_tokenizer(path: Path, metadata: dict[str, Any] | None = None) -> GGUFTokenizer:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
+from r1serve.engine.built import BuiltEngine
 from r1serve.engine.grammar import ConstraintCompiler, hf_lltokenizer
 from r1serve.engine.kv import KVPlan, bytes_per_token, plan_kv
-from r1serve.engine.protocol import Engine
 from r1serve.engine.source import ModelSource
 from r1serve.engine.transformers.engine import LocalEngine
 from r1serve.engine.transformers.hf_runner import HFRunner
@@ -19,15 +18,6 @@ from r1serve.errors import ConfigError
 from r1serve.settings import Settings
 
 log = logging.getLogger("r1serve.engine")
-
-
-@dataclass(frozen=True, slots=True)
-class BuiltEngine:
-    """A backend ready to start, and the lines that say what was chosen and why."""
-
-    engine: Engine
-    source: ModelSource | None  # None: an upstream server holds the model
-    summary: tuple[str, ...]  # printed at start-up: model, memory plan, runner
 
 
 def make_runner(loaded: LoadedModel, settings: Settings) -> tuple[ModelRunner, KVPlan, str]:

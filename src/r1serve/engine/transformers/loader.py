@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from r1serve.engine.source import ModelSource
+from r1serve.engine.source import ModelSource, check_transformers_gguf
 from r1serve.engine.text.chat_template import ChatFormatter, compile_template
 from r1serve.engine.text.gguf_tokenizer import build_gguf_tokenizer
 from r1serve.engine.text.tokenizer import HFTokenizer, read_tokenizer_dir
@@ -103,6 +103,7 @@ def load_model(
 
     gguf_context: int | None = None
     if source.kind == "gguf":
+        check_transformers_gguf(source.file)
         built = build_gguf_tokenizer(source.file)
         backend, bos, eos, template = (
             built.tokenizer,

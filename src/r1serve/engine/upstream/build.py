@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from r1serve.engine.built import BuiltEngine
 from r1serve.engine.source import ModelSource
-from r1serve.engine.transformers.build import BuiltEngine
 from r1serve.engine.upstream.config import UpstreamConfig
 from r1serve.engine.upstream.counting import (
     LocalCounter,
