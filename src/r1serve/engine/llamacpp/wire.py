@@ -78,6 +78,9 @@ class Chunk:
     """One streamed chunk: the sampled token ids, and on the last one how it ended.
 
     ``logprobs``: one per token id when the request asked for them (``top`` alternatives).
+    ``predicted``: the tokens the sequence has sampled so far, these included (more than were
+    sent when llama.cpp held some back: ``r1serve.engine.llamacpp.held``); ``data``: the bytes
+    of the chunk's text, held-back tokens' bytes first.
     """
 
     token_ids: tuple[int, ...]
@@ -85,6 +88,8 @@ class Chunk:
     cached_tokens: int = 0
     error: str | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
+    predicted: int | None = None
+    data: bytes = b""
 
 
 def parse_chunk(chunk: Mapping[str, Any], top: int | None = None) -> Chunk:
@@ -110,7 +115,30 @@ def parse_chunk(chunk: Mapping[str, Any], top: int | None = None) -> Chunk:
     details = usage.get("prompt_tokens_details") or {}
     cached = details.get("cached_tokens") or (chunk.get("timings") or {}).get("cache_n") or 0
     logprobs = () if top is None else tuple(_logprob(item, top) for item in content)
-    return Chunk(ids, finish, int(cached) if finish else 0, logprobs=logprobs)
+    predicted = chunk.get("tokens_predicted")
+    return Chunk(
+        ids,
+        finish,
+        int(cached) if finish else 0,
+        logprobs=logprobs,
+        predicted=int(predicted) if isinstance(predicted, int) else None,
+        data=_chunk_bytes(chunk, content),
+    )
+
+
+def _chunk_bytes(chunk: Mapping[str, Any], content: Sequence[Mapping[str, Any]]) -> bytes:
+    """The chunk's text as bytes: each token entry's own ``bytes`` (exact even where the text is
+    not valid UTF-8), else the text."""
+    pieces = [item.get("bytes") for item in content]
+    if content and all(isinstance(p, list) for p in pieces):
+        return b"".join(bytes(p) for p in pieces if isinstance(p, list))
+    text = chunk.get("content")
+    if not isinstance(text, str):
+        return b""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
 
 
 def _logprob(item: Mapping[str, Any], top: int) -> TokenLogprob:
