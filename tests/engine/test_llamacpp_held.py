@@ -3,8 +3,9 @@
 tiny-r1's vocabulary (DeepSeek-R1-Distill's) has no token for "▁" (U+2581, in every DeepSeek
 tool-call marker): it is token 10417 (bytes E2 96) then token 223 (byte 81), and llama.cpp sends
 no chunk for 10417. ``FakeLlamaServer`` streams a script of token ids the way llama.cpp's server
-does (no chunk while the text ends mid-character; the next chunk's text carries those bytes),
-so the engine's recovery runs without a model.
+does (no chunk while the text ends mid-character; the next chunk's text carries those bytes, its
+``timings`` the count of sampled tokens), so the engine's recovery runs without a model;
+tests/engine/test_contract.py has the same on the real one.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def test_pieces_are_the_bytes_llama_cpp_gives_each_token(pieces: TokenPieces) ->
     assert pieces.piece(TOOL) == b"tool"
     assert pieces.piece(E2_96) == "▁".encode()[:2]
     assert pieces.piece(X81) == b"\x81"
-    assert pieces.piece(151648) is None  # <think>: a control token spells nothing here
+    assert pieces.piece(EOS) is None  # a control token: llama.cpp's text has nothing for it
+    assert pieces.piece(151648) == b"<think>"  # user-defined: its text, as llama.cpp writes it
     assert pieces.piece(10**7) is None
 
 
@@ -72,32 +74,37 @@ def test_sentencepiece_vocabularies_spell_bytes_and_spaces() -> None:
 
 
 class FakeLlamaServer:
-    """Streams scripted token ids in llama.cpp's native chunk shape, holding back as it does."""
+    """Streams scripted token ids as xllamacpp does (OpenAI's completion chunks, with
+    ``timings_per_token``), holding back tokens that end mid-character as llama.cpp does."""
 
     def __init__(self, script: Sequence[int], pieces: TokenPieces) -> None:
         self.script = list(script)
         self.pieces = pieces
 
-    def handle_completions(self, body: dict[str, Any], callback: Callable[[Any], bool]) -> None:
-        generated, sent = b"", 0
-        for n, token in enumerate(self.script[: body["n_predict"]], start=1):
-            piece = self.pieces.piece(token) or b""
-            generated += piece
+    def handle_completions(self, prompt: dict[str, Any], callback: Any = None) -> Any:
+        assert prompt["timings_per_token"] and prompt["n_probs"] >= 1
+        send: Callable[[Any], bool] = callback
+        generated, sent, n = b"", 0, 0
+        for n, token in enumerate(self.script[: prompt["n_predict"]], start=1):
+            own = self.pieces.piece(token) or b""
+            generated += own
             if _ends_mid_character(generated):
                 continue  # llama.cpp's process_token: no chunk yet
             text = generated[sent:]
             sent = len(generated)
-            item = {"id": token, "bytes": list(text), "token": text.decode(errors="ignore")}
+            mine = {"id": token, "token": own.decode(errors="replace"), "bytes": list(own)}
+            # The entry's text and bytes are the whole chunk's, its alternatives' their own.
+            entry = {"id": token, "token": text.decode(), "bytes": list(text), "top_probs": [mine]}
             chunk = {
-                "content": text.decode(errors="replace"),
-                "tokens": [token],
-                "stop": False,
-                "tokens_predicted": n,
-                "completion_probabilities": [{**item, "top_probs": [item]}],
+                "choices": [
+                    {"text": text.decode(), "logprobs": {"content": [entry]}, "finish_reason": None}
+                ],
+                "timings": {"predicted_n": n},
             }
-            if callback(chunk):
-                return
-        callback({"content": "", "stop": True, "stop_type": "eos", "tokens_predicted": n})
+            if send(chunk):
+                return None
+        send({"choices": [{"text": "", "finish_reason": "stop"}], "timings": {"predicted_n": n}})
+        return None
 
 
 def _ends_mid_character(data: bytes) -> bool:
@@ -111,7 +118,13 @@ def _ends_mid_character(data: bytes) -> bool:
 class NoChat:
     source = ""
 
-    def render(self, messages: Sequence[Mapping[str, Any]], **_: Any) -> Prompt:
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Prompt:
         raise AssertionError("these tests send token ids")
 
 
@@ -161,7 +174,11 @@ def test_without_pieces_the_gap_is_what_it_was(tokenizer: HFTokenizer, pieces: T
 
 
 def test_parse_chunk_reads_the_count_and_the_bytes() -> None:
-    item = {"id": X81, "bytes": [0xE2, 0x96, 0x81], "token": "▁"}
-    chunk = parse_chunk({"content": "▁", "tokens_predicted": 7, "completion_probabilities": [item]})
-    assert (chunk.token_ids, chunk.predicted, chunk.data) == ((X81,), 7, "▁".encode())
-    assert parse_chunk({"content": "é", "tokens_predicted": 2}).data == "é".encode()
+    # As llama.cpp streamed "ab▁cd" on tiny-r1 (its second chunk; 10417 had none).
+    alone = {"id": X81, "token": "\ufffd", "bytes": [0x81], "prob": 1.0}
+    entry = {"id": X81, "token": "▁", "bytes": [0xE2, 0x96, 0x81], "top_probs": [alone]}
+    choice = {"text": "▁", "index": 0, "logprobs": {"content": [entry]}, "finish_reason": None}
+    chunk = parse_chunk({"choices": [choice], "timings": {"predicted_n": 3}})
+    assert (chunk.token_ids, chunk.predicted, chunk.data) == ((X81,), 3, "▁".encode())
+    native = parse_chunk({"content": "é", "tokens_predicted": 2, "stop": False})
+    assert (native.predicted, native.data) == (2, "é".encode())
