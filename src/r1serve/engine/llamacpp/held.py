@@ -5,10 +5,11 @@ of a UTF-8 character: a vocabulary without a token for "▁" (U+2581, three byte
 two-byte token and a one-byte token, and only the second gets a chunk. That chunk's text carries
 the bytes of both, but its token id (and log probability) is the second one's alone. r1serve
 works on token ids (its own detokenizer, the prompt of the next leg, the token counts), so the
-held-back ids must come back: a chunk's ``tokens_predicted`` says how many tokens the sequence
-has, the gap says how many were held back, and the chunk's bytes without those of its own tokens
-are what they spell. ``TokenPieces.spell`` finds ids that spell exactly those bytes in exactly
-that many tokens. Their log probabilities are lost (llama.cpp never sends them).
+held-back ids must come back: each chunk says how many tokens the sequence has sampled
+(``timings.predicted_n``, with ``timings_per_token``), the gap says how many were held back, and
+the chunk's bytes without those of its own tokens are what they spell. ``TokenPieces.spell``
+finds ids that spell exactly those bytes in exactly that many tokens. Their log probabilities
+are lost (llama.cpp never sends them).
 """
 
 from __future__ import annotations
