@@ -6,7 +6,9 @@ llama.cpp (through xllamacpp) batches every running sequence into one decode ste
 slot: one worker thread per slot calls ``handle_completions``, a blocking call that streams one
 chunk per sampled token to a callback. The callback turns token ids into text with r1serve's
 detokenizer and stop matcher, exactly as the transformers scheduler does, and returns True to
-make llama.cpp drop the sequence at its next step (cancel, deadline, stop string). A thinking
+make llama.cpp drop the sequence at its next step (cancel, deadline, stop string); tokens that
+llama.cpp streams no chunk for (they end inside a character) come back from the next chunk
+(``r1serve.engine.llamacpp.held``). A thinking
 budget or a constraint that starts after ``</think>`` continues in a new llama.cpp request
 (``r1serve.engine.llamacpp.sequence``); constraints are llguidance grammars, which this
 llama.cpp build compiles itself, checked by r1serve (400, time limit) before any generation.
