@@ -8,10 +8,10 @@ chunk per sampled token to a callback. The callback turns token ids into text wi
 detokenizer and stop matcher, exactly as the transformers scheduler does, and returns True to
 make llama.cpp drop the sequence at its next step (cancel, deadline, stop string); tokens that
 llama.cpp streams no chunk for (they end inside a character) come back from the next chunk
-(``r1serve.engine.llamacpp.held``). A thinking
-budget or a constraint that starts after ``</think>`` continues in a new llama.cpp request
-(``r1serve.engine.llamacpp.sequence``); constraints are llguidance grammars, which this
-llama.cpp build compiles itself, checked by r1serve (400, time limit) before any generation.
+(``r1serve.engine.llamacpp.held``). A thinking budget or a constraint that starts after
+``</think>`` continues in a new llama.cpp request (``r1serve.engine.llamacpp.sequence``);
+constraints are llguidance grammars, which this llama.cpp build compiles itself, checked by
+r1serve (400, time limit) before any generation.
 """
 
 from __future__ import annotations
