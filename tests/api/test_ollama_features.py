@@ -24,6 +24,7 @@ from support.api import LiveServer, make_settings
 from support.models import (
     R1_THINK_TEMPLATE,
     TINY_ANSWER,
+    TINY_R1_GGUF,
     TINY_R1_HF,
     TINY_REASONING,
     TINY_REPLY_IDS,
@@ -316,3 +317,30 @@ def test_tiny_r1_format_applies_after_its_reasoning() -> None:
         jsonschema.validate(json.loads(text), PERSON)
     else:  # cut at num_predict: still the start of the object
         assert reply.done_reason == "length" and text.lstrip().startswith('{"name": "')
+
+
+def test_tiny_r1_on_llamacpp_answers_with_tools_offered() -> None:
+    # Ollama's tools are always "auto": tiny-r1 on the llama.cpp engine sees them described in
+    # the prompt and still answers as it always does, thinking apart, no call made up.
+    built = build_engine(make_settings(model=str(TINY_R1_GGUF), engine="llamacpp"))
+    assert built.engine.kind == "llamacpp"
+    with LiveServer(built.engine) as server:  # type: ignore[arg-type]
+        client = client_for(server)
+        options = {"temperature": 0, "num_predict": 64}
+        parts = list(
+            client.chat(
+                model=_model(client),
+                messages=HI,
+                tools=[WEATHER, CLOCK],
+                think=True,
+                options=options,
+                stream=True,
+            )
+        )
+        plain = client.chat(model=_model(client), messages=HI, think=True, options=options)
+    assert "".join(p.message.thinking or "" for p in parts) == TINY_REASONING
+    assert "".join(p.message.content or "" for p in parts) == TINY_ANSWER
+    assert not any(p.message.tool_calls for p in parts)
+    assert parts[-1].done and parts[-1].done_reason == "stop"
+    # The tools went into the prompt (r1serve's generic tool prompt for this template).
+    assert (parts[-1].prompt_eval_count or 0) > (plain.prompt_eval_count or 0) + 50

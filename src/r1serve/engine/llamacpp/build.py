@@ -20,6 +20,7 @@ import xllamacpp  # at import: the registry's available() asks whether the bindi
 from r1serve.engine.built import BuiltEngine
 from r1serve.engine.kv import CPU, KVPlan, plan_kv
 from r1serve.engine.llamacpp.engine import LlamaCppEngine
+from r1serve.engine.llamacpp.held import TokenPieces
 from r1serve.engine.source import ModelSource
 from r1serve.engine.text.chat_template import ChatFormatter, compile_template
 from r1serve.engine.text.gguf_tokenizer import build_gguf_tokenizer, read_gguf_metadata
@@ -217,6 +218,7 @@ def build_llamacpp(settings: Settings, source: ModelSource) -> BuiltEngine:
         if settings.max_waiting is not None
         else 4 * plan.max_slots,
         listening_address=server.listening_address,
+        pieces=TokenPieces.from_gguf(meta),
     )
     seconds = time.perf_counter() - started
     summary = (

@@ -6,10 +6,12 @@ llama.cpp (through xllamacpp) batches every running sequence into one decode ste
 slot: one worker thread per slot calls ``handle_completions``, a blocking call that streams one
 chunk per sampled token to a callback. The callback turns token ids into text with r1serve's
 detokenizer and stop matcher, exactly as the transformers scheduler does, and returns True to
-make llama.cpp drop the sequence at its next step (cancel, deadline, stop string). A thinking
-budget or a constraint that starts after ``</think>`` continues in a new llama.cpp request
-(``r1serve.engine.llamacpp.sequence``); constraints are llguidance grammars, which this
-llama.cpp build compiles itself, checked by r1serve (400, time limit) before any generation.
+make llama.cpp drop the sequence at its next step (cancel, deadline, stop string); tokens that
+llama.cpp streams no chunk for (they end inside a character) come back from the next chunk
+(``r1serve.engine.llamacpp.held``). A thinking budget or a constraint that starts after
+``</think>`` continues in a new llama.cpp request (``r1serve.engine.llamacpp.sequence``);
+constraints are llguidance grammars, which this llama.cpp build compiles itself, checked by
+r1serve (400, time limit) before any generation.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from r1serve.engine.grammar import ConstraintCompiler, llamacpp_grammar
+from r1serve.engine.llamacpp.held import TokenPieces
 from r1serve.engine.llamacpp.sequence import RequestState
-from r1serve.engine.llamacpp.wire import completion_body, finish_reason, parse_chunk
+from r1serve.engine.llamacpp.wire import Chunk, completion_body, finish_reason, parse_chunk
 from r1serve.engine.protocol import (
     Delta,
     EngineStats,
@@ -81,6 +84,7 @@ class LlamaCppEngine:
         max_waiting: int,
         default_sampling: Mapping[str, Any] | None = None,
         listening_address: str | None = None,
+        pieces: TokenPieces | None = None,
     ) -> None:
         self._server = server
         self._tokenizer = tokenizer
@@ -107,6 +111,7 @@ class LlamaCppEngine:
         self._threads: list[threading.Thread] = []
         self._thinking = thinking_tokens(tokenizer)
         self._constraints = ConstraintCompiler(None)  # checks only; llama.cpp compiles
+        self._pieces = pieces  # recovers the tokens llama.cpp holds back mid-character
 
     # ---- Engine interface -------------------------------------------------------------
 
@@ -283,8 +288,8 @@ class LlamaCppEngine:
             log.error("llama.cpp: %s", chunk.error)
             self._finish(seq, "error", stop_reason=chunk.error)
             return True
-        logprobs: Sequence[TokenLogprob | None] = chunk.logprobs or [None] * len(chunk.token_ids)
-        for token, logprob in zip(chunk.token_ids, logprobs, strict=True):
+        tokens, logprobs = self._chunk_tokens(seq, chunk)
+        for token, logprob in zip(tokens, logprobs, strict=True):
             if self._accept(seq, token, logprob):
                 return True
         if seq.deadline is not None and time.monotonic() >= seq.deadline:
@@ -296,6 +301,26 @@ class LlamaCppEngine:
             self._finish(seq, finish_reason(chunk.finish_reason))
             return True
         return False
+
+    def _chunk_tokens(
+        self, seq: RequestState, chunk: Chunk
+    ) -> tuple[list[int], list[TokenLogprob | None]]:
+        """The chunk's token ids with any that llama.cpp held back before them (``held``)."""
+        tokens = list(chunk.token_ids)
+        logprobs: list[TokenLogprob | None] = list(chunk.logprobs) or [None] * len(tokens)
+        if chunk.predicted is None:
+            return tokens, logprobs
+        held = chunk.predicted - seq.leg_tokens - len(tokens)
+        seq.leg_tokens = chunk.predicted
+        if held <= 0 or not tokens:
+            return tokens, logprobs
+        recovered = None
+        if self._pieces is not None:
+            recovered = self._pieces.held_back(chunk.data, tokens, held)
+        if recovered is None:
+            log.warning("llama.cpp held back %d token(s) that cannot be recovered", held)
+            return tokens, logprobs
+        return recovered + tokens, [None] * len(recovered) + logprobs
 
     def _accept(self, seq: RequestState, token: int, logprob: TokenLogprob | None) -> bool:
         """Record a sampled token: emit its text, or finish (True) as the scheduler does; True

@@ -61,6 +61,7 @@ class RequestState:
         "detok",
         "finish_reason",
         "leg_over",
+        "leg_tokens",
         "loop",
         "max_tokens",
         "output",
@@ -97,6 +98,7 @@ class RequestState:
         self.finish_reason: FinishReason | None = None
         self.aborted = False
         self.leg_over = False  # the running leg ended for another to follow
+        self.leg_tokens = 0  # tokens llama.cpp sampled in the running leg (held back ones too)
         self.thinking: ThinkingTracker | None = None
         if thinking is not None:
 
@@ -136,6 +138,7 @@ class RequestState:
         self._forcing = bool(forced)
         self._constraint_started = False
         self.leg_over = False
+        self.leg_tokens = 0
         if forced:
             return Leg(prompt, min(room, len(forced)), forced_tokens_grammar(forced))
         return Leg(prompt, room, self._grammar if self.constrained else None)

@@ -32,7 +32,8 @@ def completion_body(
     leg: the prompt and the output so far). ``n_probs`` makes every chunk carry the id of the
     sampled token; with ``logprobs`` asked, llama.cpp's probabilities before sampling (a
     softmax of the raw logits) with that many alternatives. Stop strings and stop token ids
-    are matched by r1serve, not llama.cpp. ``grammar``: llama.cpp's grammar text.
+    are matched by r1serve, not llama.cpp. ``grammar``: llama.cpp's grammar text. Every chunk
+    has ``timings`` (with the count of sampled tokens, ``r1serve.engine.llamacpp.held``).
     """
     p = request.params
     prompt_ids = list(request.prompt_token_ids if prompt is None else prompt)
@@ -60,6 +61,8 @@ def completion_body(
         "mirostat": 0,
         "ignore_eos": p.ignore_eos,
         "stop": [],
+        # Each chunk then says how many tokens were sampled: the count of those held back.
+        "timings_per_token": True,
     }
     if p.greedy:
         # temperature 0 in llama.cpp is greedy too; top_k 1 makes it exact whatever the chain.
@@ -78,6 +81,10 @@ class Chunk:
     """One streamed chunk: the sampled token ids, and on the last one how it ended.
 
     ``logprobs``: one per token id when the request asked for them (``top`` alternatives).
+    ``predicted``: the tokens the sequence has sampled so far, these included (more than were
+    sent when llama.cpp held some back: ``r1serve.engine.llamacpp.held``); ``data``: the bytes
+    of the chunk's text, held-back tokens' bytes first (each token entry's ``bytes`` are the
+    chunk's whole text, not the token's own).
     """
 
     token_ids: tuple[int, ...]
@@ -85,6 +92,8 @@ class Chunk:
     cached_tokens: int = 0
     error: str | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
+    predicted: int | None = None
+    data: bytes = b""
 
 
 def parse_chunk(chunk: Mapping[str, Any], top: int | None = None) -> Chunk:
@@ -102,15 +111,39 @@ def parse_chunk(chunk: Mapping[str, Any], top: int | None = None) -> Chunk:
         logprobs = choice.get("logprobs") or {}
         content = logprobs.get("content") or []
         finish = choice.get("finish_reason")
+        text = choice.get("text")
     else:  # llama.cpp's native shape
         content = chunk.get("completion_probabilities") or []
         finish = chunk.get("stop_type") if chunk.get("stop") else None
+        text = chunk.get("content")
     ids = tuple(int(item["id"]) for item in content)
     usage = chunk.get("usage") or {}
     details = usage.get("prompt_tokens_details") or {}
     cached = details.get("cached_tokens") or (chunk.get("timings") or {}).get("cache_n") or 0
     logprobs = () if top is None else tuple(_logprob(item, top) for item in content)
-    return Chunk(ids, finish, int(cached) if finish else 0, logprobs=logprobs)
+    predicted = chunk.get("tokens_predicted", (chunk.get("timings") or {}).get("predicted_n"))
+    return Chunk(
+        ids,
+        finish,
+        int(cached) if finish else 0,
+        logprobs=logprobs,
+        predicted=int(predicted) if isinstance(predicted, int) else None,
+        data=_chunk_bytes(content, text),
+    )
+
+
+def _chunk_bytes(content: Sequence[Mapping[str, Any]], text: Any) -> bytes:
+    """The chunk's text as bytes: its token entries' ``bytes`` (exact even where the text is not
+    valid UTF-8), else the text."""
+    pieces = [item.get("bytes") for item in content]
+    if content and all(isinstance(p, list) for p in pieces):
+        return b"".join(bytes(p) for p in pieces if isinstance(p, list))
+    if not isinstance(text, str):
+        return b""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
 
 
 def _logprob(item: Mapping[str, Any], top: int) -> TokenLogprob:
