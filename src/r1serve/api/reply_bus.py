@@ -147,9 +147,16 @@ class ReplyBus:
         return ReplyFeed(self, message_id)
 
     async def append(self, message_id: str, events: Sequence[ReplyEvent]) -> None:
-        """Add events to a reply's stream (one round trip) and renew its expiry."""
+        """Add events to a reply's stream (one round trip) and renew its expiry.
+
+        A batch that starts the reply first drops the stream a previous generation of the same
+        message left (a reply continued after its token limit), atomically.
+        """
         key = self.stream_key(message_id)
-        async with self.client.pipeline(transaction=False) as pipe:
+        starts = bool(events) and events[0].kind == "start"
+        async with self.client.pipeline(transaction=starts) as pipe:
+            if starts:
+                pipe.delete(key)
             for event in events:
                 pipe.xadd(key, {"e": encode_event(event)}, maxlen=MAX_EVENTS, approximate=True)
             ended = any(event.kind == "end" for event in events)
@@ -248,16 +255,25 @@ class StopListener:
         self._task = asyncio.create_task(self._run(pubsub), name="reply-stop-listener")
 
     async def _subscribe(self) -> redis.asyncio.client.PubSub:
-        pubsub = self.bus.client.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self.bus.stop_channel)
-        return pubsub
+        """A subscription Redis has confirmed (a Stop published from now on reaches it)."""
+        pubsub = self.bus.client.pubsub()
+        try:
+            await pubsub.subscribe(self.bus.stop_channel)
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                while True:
+                    message = await pubsub.get_message(timeout=CONNECT_TIMEOUT_S)
+                    if message is not None and message.get("type") == "subscribe":
+                        return pubsub
+        except BaseException:
+            await pubsub.aclose()
+            raise
 
     async def _run(self, pubsub: redis.asyncio.client.PubSub | None) -> None:
         try:
             while True:
                 if pubsub is None:
                     await asyncio.sleep(1.0)
-                    with contextlib.suppress(redis.RedisError, OSError):
+                    with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
                         pubsub = await self._subscribe()
                     continue
                 try:

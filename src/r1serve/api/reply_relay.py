@@ -5,20 +5,25 @@ stream, read from the start, with what the saved text already covered cut off. T
 runs ahead of the saved text (an event is published before it is saved), so nothing is lost or
 sent twice, and ids are the writer's own (positions in the text, ``reply_events``). When the
 stream has a gap (Redis trimmed its start, or a publish failed) the missing text comes from the
-database; when it falls silent the database says whether the reply has ended meanwhile (its
-writer died and a sweep marked it, or its last events never reached Redis).
+database; when it falls silent, the database gives any saved text the stream did not bring and
+says whether the reply has ended meanwhile (its writer died and a sweep marked it, or its last
+events never reached Redis). If Redis itself fails, the rest is polled from the database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+
+from redis import RedisError
 
 from r1serve.api.reply_bus import ReplyBus
 from r1serve.api.reply_events import ReplyEvent, final_events, start_event
 from r1serve.conversations import MessageRecord
 from r1serve.errors import R1ServeError
 
+log = logging.getLogger("r1serve.api")
 Reload = Callable[[], Awaitable[MessageRecord]]
 
 
@@ -75,16 +80,24 @@ class RelayedReply:
             yield saved
         position = "0"
         while True:
-            position, events = await self.bus.read(message.id, position, self.block_ms)
-            if not events:
-                ended = await self._ended_meanwhile()
-                if ended is None:
-                    continue
-                position, events = await self.bus.read(message.id, position, None)
-                if not events:  # its end never reached Redis: the database has it
-                    for event in ended:
+            try:
+                position, events = await self.bus.read(message.id, position, self.block_ms)
+                if not events:  # silence: the database may know more
+                    caught_up, ended = await self._catch_up()
+                    for event in caught_up:
                         yield event
-                    return
+                    if not ended:
+                        continue
+                    position, events = await self.bus.read(message.id, position, None)
+                    if not events:  # its end never reached Redis: the database had it
+                        for event in ended:
+                            yield event
+                        return
+            except RedisError as exc:  # Redis went away: follow the saved text instead
+                log.warning("following reply %s on Redis failed (%s); polling", message.id, exc)
+                async for event in self._polled():
+                    yield event
+                return
             for event in events:
                 async for out in self._apply(event):
                     yield out
@@ -117,17 +130,27 @@ class RelayedReply:
             else:
                 await asyncio.sleep(self.poll_s)
 
-    async def _ended_meanwhile(self) -> list[ReplyEvent] | None:
-        """None while the reply is still being written; else the rest of it, from storage."""
+    async def _catch_up(self) -> tuple[list[ReplyEvent], list[ReplyEvent]]:
+        """(saved text past the offset, the stored end if the reply has ended: else [])."""
         try:
             message = await self.reload()
         except R1ServeError as exc:  # deleted meanwhile
-            return final_events(self.offset, None, exc)
-        if message.status == "generating":
-            return None
-        rest: list[ReplyEvent] = []
+            return [], final_events(self.offset, None, exc)
+        text: list[ReplyEvent] = []
         chunk = text_between(message, self.offset)
-        if chunk is not None:
-            rest.append(chunk)
-        rest.extend(final_events(chunk.id if chunk else self.offset, message, None))
-        return rest
+        if chunk is not None:  # later events that repeat it are cut (offset) or skipped
+            self.offset = chunk.id
+            text.append(chunk)
+        if message.status == "generating":
+            return text, []
+        return text, final_events(self.offset, message, None)
+
+    async def _polled(self) -> AsyncIterator[ReplyEvent]:
+        """The rest from the database alone, polled until the reply ends."""
+        while True:
+            caught_up, ended = await self._catch_up()
+            for event in [*caught_up, *ended]:
+                yield event
+            if ended:
+                return
+            await asyncio.sleep(self.poll_s)
