@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -59,26 +60,31 @@ def replica(upstream: R1ServeProcess, database: str, redis_url: str, prefix: str
     return R1ServeProcess(args, env=env)
 
 
-def admin_key(replica: R1ServeProcess, **quota: int) -> str:
-    """A new API key of the admin (with ``quota``), made through a web login."""
+def new_key(replica: R1ServeProcess, **quota: int) -> dict[str, Any]:
+    """A new API key of the admin (with ``quota``), made through a web login on ``replica``."""
     with httpx.Client(base_url=replica.url, timeout=TIMEOUT) as http:
         login = http.post("/api/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
         assert login.status_code == 200, login.text
         csrf = login.json()["user"]["csrf_token"]
-        made = http.post(
-            "/api/keys", json={"name": "test", **quota}, headers={"X-CSRF-Token": csrf}
-        )
+        body = {"name": "test", **quota}
+        made = http.post("/api/keys", json=body, headers={"X-CSRF-Token": csrf})
         assert made.status_code == 201, made.text
-        return str(made.json()["key"])
+        key: dict[str, Any] = made.json()
+        return key
+
+
+def admin_key(replica: R1ServeProcess, **quota: int) -> str:
+    return str(new_key(replica, **quota)["key"])
 
 
 @pytest.fixture(scope="module")
 def replicas() -> Iterator[Replicas]:
     with fresh_postgres() as database_url, redis_prefix() as (redis_url, prefix):
-        upstream = fake_upstream(SLOW, delay_s=0.02, repeat=True).launch()
-        a = replica(upstream.wait(), database_url, redis_url, prefix)
+        upstream = fake_upstream(SLOW, delay_s=0.02, repeat=True)
+        a = replica(upstream, database_url, redis_url, prefix)
         b = replica(upstream, database_url, redis_url, prefix)
         try:
+            upstream.start()
             a.start()  # first: it creates the schema and the admin
             b.start()
             yield Replicas(a, b, upstream, admin_key(a))
@@ -167,6 +173,29 @@ def test_stop_on_b_stops_the_reply_that_a_writes(replicas: Replicas) -> None:
         again = on_b.post(f"/api/conversations/{cid}/messages", json={"content": "more"})
         assert again.status_code == 200  # the conversation goes on, on B this time
         assert [m["status"] for m in detail(on_a, cid)["messages"]][-1] == "complete"
+
+
+def test_a_key_revoked_on_b_stops_its_reply_on_a(replicas: Replicas) -> None:
+    """The writer re-checks its callers in the shared database; B's follower gets the writer's
+    own error event (access_revoked) through Redis."""
+    made = new_key(replicas.a)
+    with replicas.client(replicas.a, made["key"]) as owner, replicas.client(replicas.b) as on_b:
+        cid = create(owner, settings={"max_tokens": 4000})["id"]
+        path = f"/api/conversations/{cid}/messages"
+        with owner.stream("POST", path, json={"content": "hi"}) as response:
+            first = take(iter_events(response.iter_lines()), 3)
+        message_id = first[0].json()["assistant_message"]["id"]
+        stream = f"/api/conversations/{cid}/messages/{message_id}/stream"
+        with on_b.stream("GET", stream) as followed:  # the same user, another key
+            events = iter_events(followed.iter_lines())
+            seen = take(events, 5)
+            assert on_b.delete(f"/api/keys/{made['id']}").status_code == 200
+            seen += list(events)
+        saved = detail(on_b, cid)["messages"][-1]
+    error = next(e for e in seen if e.name == "error").json()
+    assert error["error"]["code"] == "access_revoked", error
+    assert error["message"]["status"] == saved["status"] == "stopped"
+    assert "revoked" in (saved["error"] or "") and seen[-1].data == "[DONE]"
 
 
 def test_the_login_throttle_counts_failures_on_both_replicas(replicas: Replicas) -> None:

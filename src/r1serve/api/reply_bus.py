@@ -259,14 +259,11 @@ class StopListener:
         pubsub = self.bus.client.pubsub()
         try:
             await pubsub.subscribe(self.bus.stop_channel)
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                while True:
-                    message = await pubsub.get_message(timeout=CONNECT_TIMEOUT_S)
-                    if message is not None and message.get("type") == "subscribe":
-                        return pubsub
+            await asyncio.wait_for(_confirmed(pubsub), CONNECT_TIMEOUT_S)
         except BaseException:
             await pubsub.aclose()
             raise
+        return pubsub
 
     async def _run(self, pubsub: redis.asyncio.client.PubSub | None) -> None:
         try:
@@ -304,3 +301,11 @@ class StopListener:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+async def _confirmed(pubsub: redis.asyncio.client.PubSub) -> None:
+    """Until Redis confirms the subscription."""
+    while True:
+        message = await pubsub.get_message(timeout=CONNECT_TIMEOUT_S)
+        if message is not None and message.get("type") == "subscribe":
+            return
