@@ -120,7 +120,10 @@ class RelayedReply:
 
     async def _fill(self, until: int) -> AsyncIterator[ReplyEvent]:
         while self.offset < until:
-            message = await self.reload()
+            try:
+                message = await self.reload()
+            except R1ServeError:  # deleted meanwhile: the writer's own end follows
+                return
             chunk = text_between(message, self.offset, until)
             if chunk is not None:
                 self.offset = chunk.id
