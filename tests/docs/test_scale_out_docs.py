@@ -75,8 +75,9 @@ def test_both_languages_have_the_replicas_section_their_links_point_to() -> None
 def test_every_serve_command_in_the_scale_out_docs_uses_real_flags() -> None:
     from typer.main import get_command
 
-    from r1serve.cli import app
+    from r1serve.cli import _register, app
 
+    _register()
     serve = get_command(app).commands["serve"]  # type: ignore[attr-defined]
     options = {name for param in serve.params for name in param.opts}
     for doc in REPLICAS:
