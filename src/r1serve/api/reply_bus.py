@@ -169,9 +169,9 @@ class ReplyBus:
         """Events after stream position ``position`` ("0": from the start), waiting up to
         ``block_ms`` for one (None: not at all); the new position and the events."""
         key = self.stream_key(message_id)
-        found = await self.client.xread({key: position}, count=READ_COUNT, block=block_ms)
+        found: Any = await self.client.xread({key: position}, count=READ_COUNT, block=block_ms)
         events: list[ReplyEvent] = []
-        for _, entries in found or ():
+        for _, entries in found or ():  # RESP2: [[key, [(entry id, {field: value})]]]
             for entry_id, fields in entries:
                 position = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
                 raw = fields.get(b"e", fields.get("e"))
