@@ -293,3 +293,13 @@ def _message(reasoning: str, content: str) -> MessageRecord:
         prompt_tokens=3, completion_tokens=0, reasoning_seconds=None, dropped_turns=0,
         created_at=datetime.now(UTC), finished_at=None, siblings=Siblings(0, ("m",)),
     )  # fmt: skip
+
+
+def test_start_up_output_never_shows_a_redis_password() -> None:
+    from r1serve.api.server import changed_settings
+    from r1serve.settings import Settings
+
+    settings = Settings(redis_url="redis://:s3cret@cache:6379/0", _env_file=None)  # type: ignore[call-arg]
+    lines = changed_settings(settings, ["redis_url"])
+    assert "redis_url = redis://:***@cache:6379/0 (flag)" in lines
+    assert not any("s3cret" in line for line in lines)
