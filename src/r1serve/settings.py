@@ -160,6 +160,19 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the database, e.g. postgresql+psycopg://user@host/r1serve "
         "for several replicas sharing one database. Empty: the SQLite file r1serve.db in data_dir.",
     )
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL (redis://host:6379/0) shared by several r1serve replicas: live "
+        "reply events for reattaching on another replica, and Stop reaching the replica that "
+        "generates. Empty: one server, everything in this process.",
+    )
+    redis_key_prefix: str = Field(
+        "r1serve:",
+        min_length=1,
+        max_length=100,
+        description="Prefix of every Redis key and channel r1serve uses, so that several "
+        "deployments (or test runs) can share one Redis.",
+    )
     database_busy_timeout_s: float = Field(
         30.0,
         gt=0,

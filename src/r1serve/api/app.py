@@ -24,6 +24,7 @@ from r1serve.api.middleware import (
     SecurityHeadersMiddleware,
 )
 from r1serve.api.ollama_wire import OllamaErrorShape
+from r1serve.api.reply_bus import ReplyBus
 from r1serve.api.routes import (
     auth,
     conversations,
@@ -101,9 +102,13 @@ def create_app(
         app.state.accounts.usage.start()
         app.state.access = AccessWatch(app.state.accounts.access_problem, settings.auth_recheck_s)
         app.state.access.start()
+        bus = None
+        if settings.redis_url:  # replicas: before the models load, so a dead Redis fails fast
+            bus = await ReplyBus.connect(settings.redis_url, settings.redis_key_prefix)
+        app.state.bus = bus
         await models.start()
         history = HistoryService.over(
-            app.state.accounts.database, app.state.services, app.state.access
+            app.state.accounts.database, app.state.services, app.state.access, bus
         )
         app.state.history = history
         try:
@@ -115,6 +120,8 @@ def create_app(
             finally:
                 await models.close()
                 await app.state.access.close()
+                if bus is not None:
+                    await bus.close()
                 if own:
                     close_accounts(app.state.accounts)
 

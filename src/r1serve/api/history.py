@@ -7,6 +7,7 @@ whose events any number of streams can follow.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import replace
@@ -14,6 +15,7 @@ from typing import Any, Literal
 
 import anyio
 from pydantic import ValidationError
+from redis import RedisError
 from sse_starlette import ServerSentEvent
 
 from r1serve.api import tools
@@ -27,6 +29,7 @@ from r1serve.api.conversation_schemas import (
 )
 from r1serve.api.reasoning_control import reasoning_budget, skip_reasoning
 from r1serve.api.replies import ReplyManager
+from r1serve.api.reply_bus import ReplyBus
 from r1serve.api.reply_events import (
     ChunkFormat,
     ReplyEvent,
@@ -37,6 +40,7 @@ from r1serve.api.reply_events import (
     start_event,
     stored_events,
 )
+from r1serve.api.reply_relay import RelayedReply
 from r1serve.api.schemas import SamplingFields
 from r1serve.api.served import ModelServices
 from r1serve.api.service import CompletionService
@@ -73,9 +77,11 @@ from r1serve.engine.protocol import SamplingParams
 from r1serve.errors import R1ServeError, RequestError
 from r1serve.storage import Database
 
+log = logging.getLogger("r1serve.api")
 ExportFormat = Literal["json", "markdown"]
 Events = AsyncIterator[ServerSentEvent]
 STOP_WAIT_S = 15.0  # how long a Stop waits for another server to end its reply
+DELETE_STOP_WAIT_S = 3.0  # a delete goes on after this (the writer sees the row gone)
 TOOL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls")
 
 
@@ -125,11 +131,15 @@ class HistoryService:
 
     @classmethod
     def over(
-        cls, database: Database, services: ModelServices, access: AccessWatch | None = None
+        cls,
+        database: Database,
+        services: ModelServices,
+        access: AccessWatch | None = None,
+        bus: ReplyBus | None = None,
     ) -> HistoryService:
-        """The service over a database, with the default reply manager."""
+        """The service over a database, with the default reply manager (``bus``: replicas)."""
         store = ConversationStore(database)
-        transfer, replies = ConversationTransfer(database), ReplyManager(store)
+        transfer, replies = ConversationTransfer(database), ReplyManager(store, bus=bus)
         return cls(store, transfer, replies, services, access=access)
 
     def _chosen(self, caller: Principal, model: str | None) -> str:
@@ -199,11 +209,15 @@ class HistoryService:
         return self.store.update(caller.user_id, conversation_id, changes)
 
     async def delete(self, caller: Principal, conversation_id: str) -> None:
-        """Delete a conversation; a reply this server writes for it is stopped first."""
-        await anyio.to_thread.run_sync(self.store.get, caller.user_id, conversation_id)
+        """Delete a conversation; a reply being written for it (here or, with Redis, on another
+        replica) is stopped first."""
+        found = await anyio.to_thread.run_sync(self.store.get, caller.user_id, conversation_id)
         reply = self.replies.in_conversation(conversation_id)
         if reply is not None:
             await reply.stop("stopped")
+        elif found.active_message_id is not None and self.replies.bus is not None:
+            message_id = found.active_message_id
+            await self._stop_elsewhere(caller, conversation_id, message_id, DELETE_STOP_WAIT_S)
         await anyio.to_thread.run_sync(self.store.delete, caller.user_id, conversation_id)
 
     def export(
@@ -453,6 +467,10 @@ class HistoryService:
         async def reload() -> MessageRecord:
             return await self._message(caller, conversation_id, message_id)
 
+        bus = self.replies.bus
+        if bus is not None and message.status == "generating":  # another replica writes it
+            relayed = RelayedReply(bus, conversation_id, question, message, reload, self.poll_s)
+            return sse(self._followed(caller, relayed.events()), after, fmt)
         events = stored_events(conversation_id, question, message, reload, self.poll_s)
         return sse(self._followed(caller, events), after, fmt)
 
@@ -472,14 +490,30 @@ class HistoryService:
             return await reply.stop("stopped") or message
         if message.status != "generating":
             return message
-        # Another server (or this one, a moment before the reply was registered) writes it:
-        # it sees the request at its next save.
-        await anyio.to_thread.run_sync(
+        return await self._stop_elsewhere(caller, conversation_id, message_id)
+
+    async def _stop_elsewhere(
+        self, caller: Principal, conversation_id: str, message_id: str, wait_s: float = STOP_WAIT_S
+    ) -> MessageRecord:
+        """Stop a reply another server (or this one, a moment before the reply was registered)
+        writes: at once through Redis when replicas share it, and through the database, which
+        the writer reads at its next save; the reply as saved once it has ended (or after
+        ``wait_s``)."""
+        message = await anyio.to_thread.run_sync(
             self.store.request_stop, caller.user_id, conversation_id, message_id
         )
-        deadline = time.monotonic() + STOP_WAIT_S
+        bus = self.replies.bus
+        if bus is not None:
+            try:
+                await bus.request_stop(message_id, "stopped")
+            except RedisError as exc:  # the database flag still reaches the writer
+                log.warning("publishing a Stop to Redis failed: %s", exc)
+            if (local := self.replies.get(message_id)) is not None:  # registered meanwhile
+                return await local.stop("stopped") or message
+        deadline = time.monotonic() + wait_s
+        poll_s = self.poll_s if bus is None else min(self.poll_s, 0.1)
         while message.status == "generating" and time.monotonic() < deadline:
-            await asyncio.sleep(self.poll_s)
+            await asyncio.sleep(poll_s)
             message = await self._message(caller, conversation_id, message_id)
         return message
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from r1serve.api.reply_bus import ReplyBus, ReplyFeed, StopListener
 from r1serve.api.reply_events import ReplyEvent, final_events, start_event
 from r1serve.api.service import REPETITION, Output
 from r1serve.api.tools import ToolCallDelta, whole_calls
@@ -39,6 +40,8 @@ log = logging.getLogger("r1serve.api")
 
 ENGINE_FAILED = "the model failed while generating; see the server log"
 FINAL_SAVE_ATTEMPTS = 5
+EARLY_STOP_S = 60.0  # how long a Stop for a reply not registered yet is kept
+MAX_EARLY_STOPS = 1000
 
 
 def status_of(finish_reason: str | None) -> tuple[MessageStatus, str | None]:
@@ -63,6 +66,7 @@ class Reply:
         flush_tokens: int,
         heartbeat_s: float,
         resumed: MessageRecord | None = None,
+        on_event: Callable[[ReplyEvent], None] | None = None,
     ) -> None:
         self.message_id = started.assistant_message.id
         self.conversation_id = started.conversation.id
@@ -75,6 +79,9 @@ class Reply:
                 started.assistant_message.dropped_turns,
             )
         ]
+        self._on_event = on_event  # other replicas' followers (Redis), when there are replicas
+        if on_event is not None:
+            on_event(self.events[0])
         self._outputs = outputs
         self._store = store
         self._flush_interval_s = flush_interval_s
@@ -98,6 +105,7 @@ class Reply:
         self._consuming = False
         self._finished = False
         self._stop_status: MessageStatus = "incomplete"
+        self._early_stop: MessageStatus | None = None  # asked before the task ran
         self._ended_by: R1ServeError | None = None  # the error the final events carry
         self._wakeup = asyncio.Event()
         self._kick = asyncio.Event()
@@ -122,6 +130,8 @@ class Reply:
 
     def _publish(self, event: ReplyEvent) -> None:
         self.events.append(event)
+        if self._on_event is not None:
+            self._on_event(event)
         self._wakeup.set()
         self._wakeup = asyncio.Event()
 
@@ -133,6 +143,8 @@ class Reply:
             self._consuming = False
             self._stop_status = status
             self._task.cancel()
+        elif not self._consuming and not self._finished and self._early_stop is None:
+            self._early_stop = status  # the task has not started consuming yet
 
     async def stop(self, status: MessageStatus = "stopped") -> MessageRecord | None:
         """End the reply and wait for its final save; the saved message."""
@@ -152,6 +164,8 @@ class Reply:
     async def _run(self, on_done: Callable[[Reply], None]) -> None:
         saver = asyncio.create_task(self._save_loop())
         self._consuming = True
+        if self._early_stop is not None:  # cancels this task at its first wait in _consume
+            self.request_stop(self._early_stop)
         status, finish, message = await self._consume()
         self._consuming = False
         close = getattr(self._outputs, "aclose", None)
@@ -320,7 +334,11 @@ class Reply:
 
 
 class ReplyManager:
-    """The replies this server is generating, and the sweep for replies whose writer died."""
+    """The replies this server is generating, and the sweep for replies whose writer died.
+
+    With a ``bus`` (replicas sharing Redis) each reply's events are also published for the
+    other replicas' followers, and a Stop published by any replica stops the reply here.
+    """
 
     def __init__(
         self,
@@ -331,8 +349,10 @@ class ReplyManager:
         heartbeat_s: float = 10.0,
         lease_s: float = 60.0,
         sweep_interval_s: float = 15.0,
+        bus: ReplyBus | None = None,
     ) -> None:
         self.store = store
+        self.bus = bus
         self.worker = current_worker()
         self.lease_s = lease_s
         self.sweep_interval_s = sweep_interval_s
@@ -342,11 +362,17 @@ class ReplyManager:
             "heartbeat_s": heartbeat_s,
         }
         self._replies: dict[str, Reply] = {}
+        self._feeds: set[asyncio.Task[None]] = set()
+        self._early_stops: dict[str, tuple[MessageStatus, float]] = {}
+        self._stops: StopListener | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
 
     async def start(self) -> None:
         """Mark replies left by a dead server as incomplete, then keep sweeping."""
+        if self.bus is not None:
+            self._stops = self.bus.stop_listener(self._stop_published)
+            await self._stops.start()
         await self.sweep()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="reply-sweeper")
 
@@ -374,12 +400,47 @@ class ReplyManager:
         resumed: MessageRecord | None = None,
     ) -> Reply:
         """Start generating a stored reply in the background (``resumed``: continue it)."""
-        reply = Reply(started, outputs, self.store, resumed=resumed, **self._options)
+        message_id = started.assistant_message.id
+        feed = None if self.bus is None else self.bus.feed(message_id)
+        on_event = None if feed is None else feed.put
+        reply = Reply(
+            started, outputs, self.store, resumed=resumed, on_event=on_event, **self._options
+        )
         self._replies[reply.message_id] = reply
         reply.start(self._forget)
+        if feed is not None:
+            task = asyncio.create_task(self._drain(reply, feed), name=f"reply-drain-{message_id}")
+            self._feeds.add(task)
+            task.add_done_callback(self._feeds.discard)
+        early = self._early_stops.pop(message_id, None)
         if self._closing:
             reply.request_stop("incomplete")
+        elif early is not None:
+            reply.request_stop(early[0])
         return reply
+
+    async def _drain(self, reply: Reply, feed: ReplyFeed) -> None:
+        """After the reply's last event, wait until its events have reached Redis."""
+        with contextlib.suppress(Exception):
+            await reply.wait()
+        await feed.close()
+
+    def _stop_published(self, message_id: str, status: MessageStatus) -> None:
+        """A Stop from any replica: stop the reply if it runs here.
+
+        One that is not registered yet (its writer is still starting the engine request) is
+        remembered for a minute, so a Stop right after the start is not lost either.
+        """
+        reply = self._replies.get(message_id)
+        if reply is not None:
+            reply.request_stop(status)
+            return
+        now = time.monotonic()
+        for old, (_, at) in list(self._early_stops.items()):
+            if now - at > EARLY_STOP_S:
+                del self._early_stops[old]
+        if len(self._early_stops) < MAX_EARLY_STOPS:
+            self._early_stops[message_id] = (status, now)
 
     def get(self, message_id: str) -> Reply | None:
         """The running reply with this message id."""
@@ -405,7 +466,10 @@ class ReplyManager:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        if self._stops is not None:
+            await self._stops.close()
         replies = list(self._replies.values())
         for reply in replies:
             reply.request_stop("incomplete")
         await asyncio.gather(*(reply.wait() for reply in replies), return_exceptions=True)
+        await asyncio.gather(*list(self._feeds), return_exceptions=True)  # last events out

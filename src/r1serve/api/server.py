@@ -17,6 +17,7 @@ from sse_starlette.sse import AppStatus
 from r1serve import __version__
 from r1serve.api.app import create_app, end_streams
 from r1serve.api.protocol import HeaderTimeoutProtocol
+from r1serve.api.reply_bus import check_redis, shown_url
 from r1serve.api.security import check_bind
 from r1serve.auth import close_accounts, open_accounts
 from r1serve.engine.models_file import build_served_models
@@ -35,9 +36,18 @@ def settings_table(settings: Settings, from_flags: Iterable[str] = ()) -> Table:
         env = f"R1SERVE_{name.upper()}"
         source = "flag" if name in flags else "env" if env in os.environ else "default"
         value = getattr(settings, name)
-        shown = "(set)" if "password" in name and value else str(value)
+        shown = _shown(name, value)
         table.add_row(name, shown, source if source != "env" else f"env {env}")
     return table
+
+
+def _shown(name: str, value: object) -> str:
+    """A setting's value as printed: passwords never (alone or inside a URL)."""
+    if "password" in name and value:
+        return "(set)"
+    if name.endswith("_url") and isinstance(value, str):
+        return shown_url(value)
+    return str(value)
 
 
 def url_for(host: str, port: int) -> str:
@@ -62,7 +72,7 @@ def changed_settings(settings: Settings, from_flags: Iterable[str] = ()) -> list
         source = "flag" if name in flags else f"env {env}" if env in os.environ else "default"
         if source == "default":
             continue  # a computed default (data_dir…): not something the user changed
-        shown = "(set)" if "password" in name and value else str(value)
+        shown = _shown(name, value)
         lines.append(f"{name} = {shown} ({source})")
     return lines
 
@@ -86,6 +96,8 @@ def run_server(settings: Settings, from_flags: Iterable[str] = (), verbose: bool
         for line in changed_settings(settings, from_flags):
             console.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
     check_bind(settings)  # before the slow part: a refused --no-auth fails at once
+    if settings.redis_url:
+        check_redis(settings.redis_url)  # likewise a Redis that does not answer
     with console.status("loading models…"):
         models = build_served_models(settings)
     for model in models:

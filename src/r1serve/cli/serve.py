@@ -81,6 +81,23 @@ def serve(
     upstream_health_interval_s: Annotated[
         float | None, typer.Option(help="upstream: seconds between health checks [default: 5].")
     ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="SQLAlchemy URL of a shared database (postgresql+psycopg://user@host/db) "
+            "[default: SQLite in the data directory]."
+        ),
+    ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Redis shared by replicas (redis://host:6379/0): live replies and Stop "
+            "across them [default: none, one server]."
+        ),
+    ] = None,
+    redis_key_prefix: Annotated[
+        str | None, typer.Option(help="Prefix of r1serve's Redis keys [default: r1serve:].")
+    ] = None,
     runner: Annotated[str | None, typer.Option(help="auto, native or hf.")] = None,
     gpu_layers: Annotated[
         int | None,
