@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from r1serve.engine.upstream import UpstreamConfig, UpstreamEngine, build_upstream
+from r1serve.errors import ConfigError
 from support.api import LiveServer, make_settings, sse_payloads, wait_for
 from support.models import TINY_ANSWER, TINY_REASONING, TINY_REPLY_IDS
 from support.upstreams import LlamaCppUpstream
@@ -56,7 +57,7 @@ def gateways(upstreams: dict[str, LlamaCppUpstream]) -> Iterator[dict[str, LiveS
 
 def gateway(upstream: LlamaCppUpstream, **config: Any) -> LiveServer:
     engine = build_upstream(
-        UpstreamConfig(urls=(f"{upstream.url}/v1",), api_key_env=KEY_ENV, **config)
+        UpstreamConfig(urls=(f"{upstream.url}/v1",), **{"api_key_env": KEY_ENV, **config})
     )
     return LiveServer(engine, make_settings(allowed_hosts=["127.0.0.1"])).__enter__()  # type: ignore[arg-type]
 
@@ -93,8 +94,9 @@ def test_llamacpp_answers_in_the_shape_its_reasoning_format_says(
     parsed = client_of(upstreams["auto"].url, KEY).chat.completions.create(
         model="tiny-r1", messages=HI, temperature=0
     )
-    assert extra(parsed.choices[0].message)["reasoning_content"] == TINY_REASONING
-    assert parsed.choices[0].message.content == TINY_ANSWER
+    # llama.cpp keeps the newlines around the reasoning; r1serve's answers do not
+    assert extra(parsed.choices[0].message)["reasoning_content"] == f"\n{TINY_REASONING}\n"
+    assert parsed.choices[0].message.content == f"\n\n{TINY_ANSWER}"
     raw = client_of(upstreams["none"].url, KEY).chat.completions.create(
         model="tiny-r1", messages=HI, temperature=0
     )
@@ -195,7 +197,12 @@ def test_a_stop_string_ends_the_answer(fmt: str, gateways: dict[str, LiveServer]
     assert whole.choices[0].finish_reason == "stop"
 
 
-def test_usage_counts_toward_the_callers_quota(upstreams: dict[str, LlamaCppUpstream]) -> None:
+@pytest.mark.parametrize("tokenizer", ["upstream", "estimate"])
+def test_usage_counts_toward_the_callers_quota(
+    tokenizer: str, upstreams: dict[str, LlamaCppUpstream]
+) -> None:
+    """llama.cpp's usage is what the response says and the quota counts, also where r1serve
+    only estimated the prompt (5 tokens for "hi"; llama.cpp's 4)."""
     from fastapi.testclient import TestClient
 
     from r1serve.api.app import create_app
@@ -206,8 +213,11 @@ def test_usage_counts_toward_the_callers_quota(upstreams: dict[str, LlamaCppUpst
     settings = secure_settings()
     accounts = test_accounts(settings)
     engine = build_upstream(
-        UpstreamConfig(urls=(f"{upstreams['auto'].url}/v1",), api_key_env=KEY_ENV)
+        UpstreamConfig(
+            urls=(f"{upstreams['auto'].url}/v1",), api_key_env=KEY_ENV, tokenizer=tokenizer
+        )
     )
+    assert len(engine.render_chat(HI).token_ids) == (4 if tokenizer == "upstream" else 5)
     try:
         with TestClient(create_app(settings, engine, accounts), base_url=BASE_URL) as client:
             app = SecureApp(client, accounts, engine)  # type: ignore[arg-type]
@@ -216,6 +226,7 @@ def test_usage_counts_toward_the_callers_quota(upstreams: dict[str, LlamaCppUpst
             whole = client.post(
                 "/v1/chat/completions", json={"messages": HI, "temperature": 0}, headers=headers
             ).json()
+            assert whole["usage"]["prompt_tokens"] == 4
             body = {"messages": HI, "stream": True, "temperature": 0, "max_tokens": 5}
             with client.stream("POST", "/v1/chat/completions", json=body,
                                headers=headers) as response:  # fmt: skip
@@ -258,16 +269,23 @@ def test_a_prompt_over_the_context_counted_exactly_stops_in_r1serve(
     assert "2048" in str(caught.value)
 
 
-def test_a_refused_key_is_a_5xx_not_the_clients_fault(
-    upstreams: dict[str, LlamaCppUpstream],
+def test_a_refused_key_stops_the_start_and_later_is_a_5xx(
+    upstreams: dict[str, LlamaCppUpstream], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    unset = "R1SERVE_TEST_NO_SUCH_KEY"
-    server = gateway(upstreams["auto"], api_key_env=unset, tokenizer="estimate")
+    """No key: r1serve does not start on it. A key the upstream stops taking (rotated there):
+    502, r1serve's fault rather than the client's, and the key never in the message."""
+    rotated = "R1SERVE_TEST_ROTATED_KEY"
+    with pytest.raises(ConfigError, match=f"refused the API key from \\${rotated}"):
+        gateway(upstreams["auto"], api_key_env=rotated)
+    monkeypatch.setenv(rotated, KEY)
+    server = gateway(upstreams["auto"], api_key_env=rotated)
     try:
+        monkeypatch.setenv(rotated, "sk-revoked-key")
         with pytest.raises(openai.APIStatusError) as caught:
             client_of(server.url).chat.completions.create(model="tiny-r1", messages=HI)  # type: ignore[arg-type]
         assert caught.value.status_code == 502
         assert "refused r1serve's API key (401)" in str(caught.value)
+        assert "sk-revoked-key" not in str(caught.value)
     finally:
         server.__exit__()
 
@@ -293,6 +311,36 @@ def test_a_client_that_goes_away_ends_llamacpps_request(
     assert upstream.metric("llamacpp:requests_processing") == 0
     engine: UpstreamEngine = server.engine  # type: ignore[assignment]
     assert wait_for(lambda: engine.stats().running == 0, timeout=10)
+
+
+def test_stop_in_a_conversation_ends_llamacpps_request(
+    upstreams: dict[str, LlamaCppUpstream], gateways: dict[str, LiveServer]
+) -> None:
+    """The page's Stop: the stored reply ends "stopped", and so does llama.cpp's request."""
+    from support.conversations import create, final_message, iter_events
+
+    upstream, server = upstreams["auto"], gateways["auto"]
+    budget = 1900
+    settings = {"ignore_eos": True, "max_tokens": budget, "repetition_guard": False}
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        cid = create(http, settings=settings)["id"]
+        path = f"/api/conversations/{cid}/messages"
+        with http.stream("POST", path, json={"content": "hi"}) as response:
+            assert response.status_code == 200, response.read()
+            events = iter_events(response.iter_lines())
+            mid = next(events).json()["assistant_message"]["id"]
+            assert next(e for e in events if '"reasoning' in e.data)
+            busy = upstream.processing()
+            assert len(busy) == 1
+            stopped = http.post(f"{path}/{mid}/stop")
+            rest = list(events)
+        assert stopped.status_code == 200, stopped.text
+        message = stopped.json()
+        assert (message["status"], message["finish_reason"]) == ("stopped", "abort")
+        assert TINY_REASONING.startswith(message["reasoning"][:20])
+        assert final_message(rest)["status"] == "stopped"
+    assert wait_for(lambda: upstream.processing() == [], timeout=60)
+    assert upstream.decoded(busy[0]) < budget
 
 
 def test_serve_with_the_documented_flags(upstreams: dict[str, LlamaCppUpstream]) -> None:
