@@ -2,8 +2,9 @@
 
 - ``R1ServeProcess``: a real r1serve process (``python -m r1serve serve`` on tiny-r1, or
   ``support.fake_server`` on the scripted fake engine), killed with SIGKILL when asked.
-- ``LlamaCppUpstream``: llama.cpp's own server (``support.llamacpp_server``, through xllamacpp)
-  on tiny-r1's GGUF in its own process, with its ``/slots`` read to see requests end.
+- ``LlamaCppUpstream``: llama.cpp's own server (``support.llamacpp_server``, through
+  xllamacpp) on tiny-r1's GGUF in its own process; its ``/slots`` and ``/metrics`` tell when
+  and how far requests ran.
 - ``ScriptedUpstream``: a tiny OpenAI-style server in a thread that replays a recorded stream
   (``tests/fixtures/upstream/*.sse``), records each request's body and headers, and notices
   when r1serve drops the connection.
@@ -169,16 +170,9 @@ class LlamaCppUpstream(R1ServeProcess):
         return slots
 
     def processing(self) -> list[int]:
-        """Ids of the slots generating now."""
+        """Ids of the slots generating now (a slot's own counts reset when its request ends:
+        ``llamacpp:n_decode_total`` in ``metric`` tells how far requests went)."""
         return [int(slot["id"]) for slot in self.slots() if slot.get("is_processing")]
-
-    def decoded(self, slot_id: int) -> int:
-        """Tokens a slot decoded for its latest request (kept after that request ends)."""
-        slot = next(s for s in self.slots() if int(s["id"]) == slot_id)
-        token = slot.get("next_token")
-        if isinstance(token, list):  # one entry per sequence in some versions
-            token = token[0] if token else {}
-        return int((token or {})["n_decoded"])
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample of llama.cpp's Prometheus ``/metrics`` (``llamacpp:...``; 0 when absent)."""
