@@ -26,6 +26,8 @@ TRANSCRIPTS = [
     "sglang.sse",
     "ollama.sse",
     "think_in_content.sse",
+    "llamacpp.sse",
+    "llamacpp_raw.sse",
 ]
 
 
