@@ -202,6 +202,28 @@ def test_a_stop_string_ends_the_answer(fmt: str, gateways: dict[str, LiveServer]
     assert whole.choices[0].finish_reason == "stop"
 
 
+def test_sampling_fields_reach_llamacpp(
+    upstreams: dict[str, LlamaCppUpstream], gateways: dict[str, LiveServer]
+) -> None:
+    """What llama.cpp's slot says it was asked: repetition_penalty under its own name too."""
+    client_of(gateways["auto"].url).chat.completions.create(
+        model="tiny-r1",
+        messages=HI,  # type: ignore[arg-type]
+        max_tokens=3,
+        temperature=0.5,
+        top_p=0.9,
+        seed=11,
+        extra_body={"top_k": 7, "min_p": 0.1, "repetition_penalty": 1.3},
+    )
+    slots = upstreams["auto"].slots()
+    asked = [s["params"] for s in slots if s.get("params", {}).get("seed") == 11]
+    assert len(asked) == 1
+    got = {k: round(float(asked[0][k]), 3) for k in ("temperature", "top_p", "top_k", "min_p",
+                                                    "repeat_penalty", "max_tokens")}  # fmt: skip
+    assert got == {"temperature": 0.5, "top_p": 0.9, "top_k": 7, "min_p": 0.1,
+                   "repeat_penalty": 1.3, "max_tokens": 3}  # fmt: skip
+
+
 @pytest.mark.parametrize("tokenizer", ["upstream", "estimate"])
 def test_usage_counts_toward_the_callers_quota(
     tokenizer: str, upstreams: dict[str, LlamaCppUpstream]
