@@ -18,7 +18,7 @@ import pytest
 from r1serve.engine.upstream import UpstreamConfig, UpstreamEngine, build_upstream
 from r1serve.errors import ConfigError
 from support.api import LiveServer, make_settings, sse_payloads, wait_for
-from support.models import TINY_ANSWER, TINY_REASONING, TINY_REPLY_IDS
+from support.models import TINY_ANSWER, TINY_RAW, TINY_REASONING, TINY_REPLY_IDS
 from support.upstreams import LlamaCppUpstream
 
 pytestmark = pytest.mark.slow  # starts llama.cpp servers
@@ -200,6 +200,32 @@ def test_a_stop_string_ends_the_answer(fmt: str, gateways: dict[str, LiveServer]
     message = whole.choices[0].message
     assert extra(message)["reasoning_content"].rstrip() == "Okay, the user says hello. I"
     assert whole.choices[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_text_completion_goes_to_llamacpps_completions(
+    stream: bool, gateways: dict[str, LiveServer]
+) -> None:
+    """A raw prompt goes to llama.cpp's /v1/completions as text; R1's raw reply comes back."""
+    client = client_of(gateways["auto"].url)
+    prompt = "<｜User｜>hi<｜Assistant｜>"  # tiny-r1's chat prompt, without the BOS llama.cpp adds
+    if stream:
+        pieces, finishes, usage = [], [], None
+        for chunk in client.completions.create(
+            model="tiny-r1", prompt=prompt, temperature=0, stream=True,
+            stream_options={"include_usage": True},
+        ):  # fmt: skip
+            usage = chunk.usage or usage
+            for choice in chunk.choices:
+                pieces.append(choice.text)
+                if choice.finish_reason is not None:
+                    finishes.append(choice.finish_reason)
+        text = "".join(pieces)
+    else:
+        whole = client.completions.create(model="tiny-r1", prompt=prompt, temperature=0)
+        text, finishes, usage = whole.choices[0].text, [whole.choices[0].finish_reason], whole.usage
+    assert text == TINY_RAW and finishes == ["stop"]
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (4, 27)
 
 
 def test_sampling_fields_reach_llamacpp(
