@@ -2,8 +2,9 @@
 upstream of r1serve, through the official openai client: tiny-r1's exact split whether
 llama.cpp parses the reasoning (``reasoning_content``) or passes raw ``<think>`` tags, usage as
 llama.cpp counts it (and in quotas), finish reasons, max_tokens, stop strings, prompts counted
-by llama.cpp's ``/tokenize``, its errors in OpenAI's shape, and a client that goes away ending
-llama.cpp's request (its ``/slots``)."""
+by llama.cpp's ``/tokenize``, sampling fields as its slots read them, text completions, its
+errors in OpenAI's shape, and a client that goes away or a Stop ending llama.cpp's request
+(its ``/slots`` go idle, its decode count stops far short of the request's budget)."""
 
 from __future__ import annotations
 
