@@ -146,8 +146,9 @@ class Settings(BaseSettings):
     upstream_tokenizer: str = Field(
         "auto",
         description="upstream engine: how prompts are counted for context fitting and quotas: "
-        "upstream (its /tokenize, as vLLM has), estimate (characters / 4), a local tokenizer "
-        "folder or tokenizer.json, or auto (upstream when it answers /tokenize, else estimate).",
+        "upstream (its /tokenize, as vLLM, SGLang and llama.cpp have), estimate (characters / 4), "
+        "a local tokenizer folder or tokenizer.json, or auto (upstream when it answers "
+        "/tokenize, else estimate).",
     )
 
     # Storage

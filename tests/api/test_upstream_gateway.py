@@ -41,6 +41,8 @@ def served() -> Iterator[list[LiveServer]]:
         "sglang.sse",
         "ollama.sse",
         "think_in_content.sse",
+        "llamacpp.sse",
+        "llamacpp_raw.sse",
     ],
 )
 def test_openai_client_gets_the_split_under_both_names(

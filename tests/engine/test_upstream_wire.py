@@ -26,6 +26,8 @@ TRANSCRIPTS = [
     "sglang.sse",
     "ollama.sse",
     "think_in_content.sse",
+    "llamacpp.sse",
+    "llamacpp_raw.sse",
 ]
 
 
@@ -102,6 +104,8 @@ def test_sampling_fields_send_only_what_is_not_off() -> None:
         "logit_bias": {"5": -100.0},
         "ignore_eos": True,
     }
+    penalized = sampling_fields(SamplingParams(repetition_penalty=1.3))
+    assert penalized["repetition_penalty"] == penalized["repeat_penalty"] == 1.3  # llama.cpp's
     schema = Constraint("json_schema", '{"type": "object"}', after="</think>")
     assert sampling_fields(SamplingParams(constraint=schema))["response_format"] == {
         "type": "json_schema",

@@ -2,6 +2,9 @@
 
 - ``R1ServeProcess``: a real r1serve process (``python -m r1serve serve`` on tiny-r1, or
   ``support.fake_server`` on the scripted fake engine), killed with SIGKILL when asked.
+- ``LlamaCppUpstream``: llama.cpp's own server (``support.llamacpp_server``, through
+  xllamacpp) on tiny-r1's GGUF in its own process; its ``/slots`` and ``/metrics`` tell when
+  and how far requests ran.
 - ``ScriptedUpstream``: a tiny OpenAI-style server in a thread that replays a recorded stream
   (``tests/fixtures/upstream/*.sse``), records each request's body and headers, and notices
   when r1serve drops the connection.
@@ -134,6 +137,50 @@ def tiny_r1_upstream() -> R1ServeProcess:
     return R1ServeProcess(
         ["-m", "r1serve", "serve", "--model", str(model), "--no-auth", "--engine", "transformers"]
     )
+
+
+class LlamaCppUpstream(R1ServeProcess):
+    """llama.cpp's server on tiny-r1.gguf in a child process (``/health`` is 200 once loaded)."""
+
+    def __init__(
+        self,
+        *,
+        reasoning_format: str = "auto",
+        alias: str = "tiny-r1",
+        slots: int = 2,
+        ctx_per_slot: int = 2048,
+        api_key: str = "",
+    ) -> None:
+        model = ROOT / "tests" / "fixtures" / "tiny-r1" / "tiny-r1.gguf"
+        args = ["-m", "support.llamacpp_server", "--model", str(model), "--alias", alias,
+                "--slots", str(slots), "--ctx-per-slot", str(ctx_per_slot),
+                "--reasoning-format", reasoning_format, "--api-key", api_key]  # fmt: skip
+        super().__init__(args)
+        self.api_key = api_key
+        self.ctx_per_slot = ctx_per_slot
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def slots(self) -> list[dict[str, Any]]:
+        """``GET /slots``: one entry per slot, with ``is_processing`` and ``next_token``."""
+        response = httpx.get(f"{self.url}/slots", headers=self._headers(), timeout=10)
+        response.raise_for_status()
+        slots: list[dict[str, Any]] = response.json()
+        return slots
+
+    def processing(self) -> list[int]:
+        """Ids of the slots generating now (a slot's own counts reset when its request ends:
+        ``llamacpp:n_decode_total`` in ``metric`` tells how far requests went)."""
+        return [int(slot["id"]) for slot in self.slots() if slot.get("is_processing")]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of llama.cpp's Prometheus ``/metrics`` (``llamacpp:...``; 0 when absent)."""
+        text = httpx.get(f"{self.url}/metrics", headers=self._headers(), timeout=10).text
+        for line in text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
 
 
 def transcript_lines(name: str) -> list[str]:

@@ -97,9 +97,13 @@ class MeteredCompletionService(CompletionService):
         if metered is None:
             return outputs
         _metered.set(None)  # one request, one record
-        prompt_tokens = sum(len(prompt.token_ids) for prompt in prompts)
         counted = _counted(
-            outputs, metered, prompt_tokens, self.engine.model_name, self._recorder()
+            outputs,
+            metered,
+            [len(prompt.token_ids) for prompt in prompts],
+            n,
+            self.engine.model_name,
+            self._recorder(),
         )
         if self._access is None:
             return counted
@@ -110,11 +114,15 @@ class MeteredCompletionService(CompletionService):
 async def _counted(
     outputs: AsyncIterator[Output],
     metered: MeteredRequest,
-    prompt_tokens: int,
+    prompt_lens: list[int],
+    n: int,
     model: str,
     recorder: UsageRecorder,
 ) -> AsyncIterator[Output]:
-    """Pass outputs through, counting completion tokens; record usage however it ends."""
+    """Pass outputs through, counting completion tokens; record usage however it ends.
+
+    A prompt counts as the engine's final usage says where it says (an upstream's own count,
+    where r1serve only estimated it), else as r1serve counted it; once for its n choices."""
     completion_tokens = 0
     finishes: list[str] = []
     status = "cancelled"
@@ -123,6 +131,8 @@ async def _counted(
             completion_tokens += output.tokens
             if output.finish_reason is not None:
                 finishes.append(output.finish_reason)
+            if output.usage is not None and output.index // n < len(prompt_lens):
+                prompt_lens[output.index // n] = output.usage.prompt_tokens
             yield output
         status = _status(finishes)
     except Exception:
@@ -138,7 +148,7 @@ async def _counted(
                 api_key_id=metered.principal.api_key_id,
                 model=model,
                 endpoint=metered.endpoint,
-                prompt_tokens=prompt_tokens,
+                prompt_tokens=sum(prompt_lens),
                 completion_tokens=completion_tokens,
                 latency_ms=int((time.monotonic() - metered.started) * 1000),
                 status=status,

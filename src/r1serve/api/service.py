@@ -391,7 +391,9 @@ def usage_of(prompt: Prompt | None, totals: Sequence[_Totals]) -> UsageInfo:
     completion = sum(t.usage.completion_tokens for t in totals if t.usage)
     reasoning = sum(t.usage.reasoning_tokens for t in totals if t.usage)
     if prompt is not None:
-        prompt_tokens = len(prompt.token_ids)
+        # The engine's count where it gave one: an upstream's own, where r1serve's estimated.
+        reported = [t.usage.prompt_tokens for t in totals if t.usage]
+        prompt_tokens = reported[0] if reported else len(prompt.token_ids)
     else:
         seen = {id(t): t.usage.prompt_tokens for t in totals if t.usage}
         prompt_tokens = sum(seen.values())

@@ -15,7 +15,7 @@ from r1serve.engine.upstream.counting import (
     LocalCounter,
     PromptCounter,
     RemoteCounter,
-    offers_tokenize,
+    tokenize_shape,
 )
 from r1serve.engine.upstream.engine import UpstreamEngine
 from r1serve.engine.upstream.wire import error_message
@@ -69,6 +69,24 @@ def _json(response: httpx.Response) -> dict[str, object]:
     return body if isinstance(body, dict) else {}
 
 
+def _slot_context(config: UpstreamConfig) -> int | None:
+    """llama.cpp's context per slot from its ``GET /props`` (its /v1/models has no
+    ``max_model_len``); None from a server without it."""
+    try:
+        response = httpx.get(
+            f"{_root(config.urls[0])}/props",
+            headers=_headers(config),
+            timeout=config.connect_timeout_s + 5,
+        )
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    settings = _json(response).get("default_generation_settings")
+    n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+    return n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None
+
+
 def _counter(config: UpstreamConfig, model: str) -> PromptCounter:
     choice = config.tokenizer
     root = _root(config.urls[0])
@@ -76,10 +94,14 @@ def _counter(config: UpstreamConfig, model: str) -> PromptCounter:
     if choice == "estimate":
         return PromptCounter()
     if choice in ("auto", "upstream"):
-        if offers_tokenize(root, model, _headers(config), timeout):
-            return RemoteCounter(root, model, _headers(config), timeout)
+        shape = tokenize_shape(root, model, _headers(config), timeout)
+        if shape is not None:
+            return RemoteCounter(root, model, _headers(config), timeout, shape)
         if choice == "upstream":
-            raise ConfigError(f"upstream {root} does not answer POST /tokenize")
+            raise ConfigError(
+                f"upstream {root} does not answer POST /tokenize with token ids "
+                "(as vLLM, SGLang or llama.cpp's server do)"
+            )
         return PromptCounter()
     return LocalCounter(Path(choice).expanduser())
 
@@ -103,7 +125,10 @@ def build_upstream(config: UpstreamConfig) -> UpstreamEngine:
     context = config.context_length
     if context is None:
         raw = card.get("max_model_len")
-        context = int(raw) if isinstance(raw, int) and raw > 0 else DEFAULT_CONTEXT
+        if isinstance(raw, int) and raw > 0:
+            context = raw
+        else:
+            context = _slot_context(config) or DEFAULT_CONTEXT
     return UpstreamEngine(
         config,
         model=model,

@@ -3,8 +3,9 @@
 The upstream applies its own chat template, so r1serve only needs to know how many tokens a
 prompt will take. Three ways, chosen by ``UpstreamConfig.tokenizer``:
 
-- ``upstream``: the server's ``POST /tokenize`` (vLLM and SGLang have one, at the root beside
-  ``/v1``), asked with the same messages; exact.
+- ``upstream``: the server's ``POST /tokenize`` at the root beside ``/v1``: vLLM's and
+  SGLang's, asked with the same messages, or llama.cpp's, asked with the prompt its
+  ``/apply-template`` renders from them; exact.
 - a local folder or ``tokenizer.json``: that tokenizer and its chat template, run here; exact
   when it is the upstream model's.
 - ``estimate``: one token per 4 characters plus 4 per message; a documented guess. Prompt
@@ -117,36 +118,94 @@ class _RemoteTokenizer(EstimateTokenizer):
         self._counter = counter
 
     def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
-        ids = self._counter.tokenize({"prompt": text, "add_special_tokens": add_special_tokens})
+        ids = self._counter.encode(text, add_special_tokens=add_special_tokens)
         return ids if ids is not None else super().encode(text)
 
 
+VLLM = "vllm"  # {"model", "prompt" | "messages"} -> {"tokens", "count", ...}; SGLang alike
+LLAMACPP = "llamacpp"  # {"content"} -> {"tokens"}; chats rendered by POST /apply-template
+
+
 class RemoteCounter(PromptCounter):
-    """The upstream's ``POST /tokenize`` (blocking: prompts are counted on worker threads)."""
+    """The upstream's ``POST /tokenize`` (blocking: prompts are counted on worker threads).
+
+    Two shapes: vLLM's (and SGLang's) takes the chat messages themselves; llama.cpp's takes
+    only text, so a chat is first rendered by its ``POST /apply-template`` (the prompt its
+    ``/v1/chat/completions`` would build) and that text tokenized as a completion would be."""
 
     exact = True
 
-    def __init__(self, root: str, model: str, headers: Mapping[str, str], timeout_s: float) -> None:
+    def __init__(
+        self,
+        root: str,
+        model: str,
+        headers: Mapping[str, str],
+        timeout_s: float,
+        shape: str = VLLM,
+    ) -> None:
         super().__init__()
-        self._url = f"{root}/tokenize"
+        self._root = root
         self._model = model
+        self._shape = shape
         self._client = httpx.Client(headers=dict(headers), timeout=timeout_s)
         self.tokenizer = _RemoteTokenizer(self)
-        self.name = f"the upstream's {self._url}"
+        self.name = f"the upstream's {root}/tokenize"
+        if shape == LLAMACPP:
+            self.name += " (llama.cpp, after /apply-template)"
+
+    def _post(self, path: str, body: dict[str, object]) -> dict[str, Any] | None:
+        try:
+            response = self._client.post(f"{self._root}/{path}", json=body)
+            response.raise_for_status()
+            answer = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("upstream /%s failed (%r); estimating this prompt", path, exc)
+            return None
+        if not isinstance(answer, dict):
+            log.warning("upstream /%s answered %.200r; estimating this prompt", path, answer)
+            return None
+        return answer
+
+    def _tokens(self, body: dict[str, object]) -> list[int] | None:
+        answer = self._post("tokenize", body)
+        tokens = None if answer is None else answer.get("tokens")
+        try:
+            ids = [int(t) for t in tokens] if isinstance(tokens, list) else None
+        except (TypeError, ValueError):
+            ids = None
+        if not ids:  # an empty answer for a real prompt is a shape this does not know
+            if answer is not None:
+                log.warning("upstream /tokenize gave no tokens; estimating this prompt")
+            return None
+        return ids
+
+    def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int] | None:
+        if not text:
+            return []
+        if self._shape == LLAMACPP:
+            return self._tokens({"content": text, "add_special": add_special_tokens})
+        return self._tokens(
+            {"model": self._model, "prompt": text, "add_special_tokens": add_special_tokens}
+        )
 
     def tokenize(self, body: dict[str, object]) -> list[int] | None:
-        try:
-            response = self._client.post(self._url, json={"model": self._model, **body})
-            response.raise_for_status()
-            tokens = response.json()["tokens"]
-            return [int(t) for t in tokens]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            log.warning("upstream /tokenize failed (%r); estimating this prompt", exc)
+        """Token ids of a vLLM-shaped body (``prompt`` or ``messages``); None when it failed."""
+        return self._tokens({"model": self._model, **body})
+
+    def chat_ids(self, messages: Sequence[Mapping[str, object]]) -> list[int] | None:
+        """The prompt's token ids as the upstream's chat completions would count them."""
+        wire = [dict(m) for m in messages]
+        if self._shape != LLAMACPP:
+            return self.tokenize({"messages": wire, "add_generation_prompt": True})
+        rendered = self._post("apply-template", {"messages": wire})
+        text = None if rendered is None else rendered.get("prompt")
+        if not isinstance(text, str) or not text:
             return None
+        # As llama.cpp tokenizes a chat prompt: its BOS added, special tokens parsed.
+        return self._tokens({"content": text, "add_special": True, "parse_special": True})
 
     def chat(self, messages: Sequence[Mapping[str, object]]) -> Prompt:
-        body = {"messages": [dict(m) for m in messages], "add_generation_prompt": True}
-        ids = self.tokenize(body)
+        ids = self.chat_ids(messages)
         if ids is None:
             return super().chat(messages)
         text = "\n".join(_text_of(m) for m in messages)
@@ -156,15 +215,32 @@ class RemoteCounter(PromptCounter):
         self._client.close()
 
 
-def offers_tokenize(root: str, model: str, headers: Mapping[str, str], timeout_s: float) -> bool:
-    """Whether the upstream answers ``POST /tokenize`` with token ids (vLLM, SGLang)."""
+def _answers_tokens(response: httpx.Response) -> bool:
     try:
-        response = httpx.post(
-            f"{root}/tokenize",
-            json={"model": model, "prompt": "hi"},
-            headers=dict(headers),
-            timeout=timeout_s,
-        )
-        return response.status_code == 200 and isinstance(response.json().get("tokens"), list)
-    except (httpx.HTTPError, ValueError, AttributeError):
+        tokens = response.json().get("tokens")
+    except (ValueError, AttributeError):
         return False
+    return response.status_code == 200 and isinstance(tokens, list) and len(tokens) > 0
+
+
+def tokenize_shape(
+    root: str, model: str, headers: Mapping[str, str], timeout_s: float
+) -> str | None:
+    """Which ``POST /tokenize`` the upstream answers: ``VLLM``, ``LLAMACPP`` or None (neither).
+
+    Each shape answers the other's body with 200 but no tokens (llama.cpp ignores ``prompt``),
+    so a shape counts only when it gives tokens for "hi"; llama.cpp's also needs its
+    ``/apply-template`` to count chats."""
+    with httpx.Client(headers=dict(headers), timeout=timeout_s) as client:
+        try:
+            vllm = client.post(f"{root}/tokenize", json={"model": model, "prompt": "hi"})
+            if _answers_tokens(vllm):
+                return VLLM
+            if not _answers_tokens(client.post(f"{root}/tokenize", json={"content": "hi"})):
+                return None
+            probe = [{"role": "user", "content": "hi"}]
+            rendered = client.post(f"{root}/apply-template", json={"messages": probe})
+            prompt = rendered.json().get("prompt") if rendered.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+    return LLAMACPP if isinstance(prompt, str) and prompt else None

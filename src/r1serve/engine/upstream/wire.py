@@ -31,13 +31,15 @@ _FINISH: dict[str, FinishReason] = {
 
 
 def sampling_fields(params: SamplingParams) -> dict[str, Any]:
-    """OpenAI sampling fields, plus the vLLM/SGLang extensions only where they are not off."""
+    """OpenAI sampling fields, plus the vLLM/SGLang/llama.cpp extensions only where not off."""
     body: dict[str, Any] = {"temperature": params.temperature}
     optional: list[tuple[str, Any, bool]] = [
         ("top_p", params.top_p, params.top_p != 1.0),
         ("top_k", params.top_k, params.top_k > 0),
         ("min_p", params.min_p, params.min_p > 0.0),
         ("repetition_penalty", params.repetition_penalty, params.repetition_penalty != 1.0),
+        # llama.cpp's server reads only its own name for it (vLLM and SGLang ignore this one)
+        ("repeat_penalty", params.repetition_penalty, params.repetition_penalty != 1.0),
         ("presence_penalty", params.presence_penalty, params.presence_penalty != 0.0),
         ("frequency_penalty", params.frequency_penalty, params.frequency_penalty != 0.0),
         ("seed", params.seed, params.seed is not None),
