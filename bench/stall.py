@@ -144,6 +144,9 @@ async def _burst(url: str, limit: int) -> dict[str, Any]:
             response = await http.post("/v1/chat/completions", json=body)
             return response.status_code, time.perf_counter() - start
 
+        # Open the burst's connections first (clients keep them alive), so that the numbers
+        # are the server's answer, not this one process setting up 16 TCP connections.
+        await asyncio.gather(*(http.get("/health") for _ in range(2 * limit)))
         results = await asyncio.gather(*(one() for _ in range(2 * limit)))
     refused = [t for code, t in results if code == 503]
     return {

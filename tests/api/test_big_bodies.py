@@ -79,3 +79,31 @@ def test_a_full_server_refuses_before_reading_the_body() -> None:
                 head = sock.recv(65536).decode(errors="replace")
             assert head.startswith("HTTP/1.1 503"), (path, head[:300])
         holder.join(60)
+
+
+def test_a_request_admitted_at_the_door_holds_its_place_while_its_body_arrives() -> None:
+    """A burst: the excess is refused at once, not after the earlier requests' bodies have
+    arrived and their prompts are being prepared (before, all of them passed the door)."""
+    engine = FakeEngine(FakeReply(chunks=["Hi."]), max_slots=1,
+                        scheduler_config=SchedulerConfig(max_waiting=0))  # fmt: skip
+    body = json.dumps({"messages": HI, "max_tokens": 5}).encode()
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with LiveServer(engine, make_settings()) as live:
+        with socket.create_connection(("127.0.0.1", live.port), timeout=60) as first:
+            first.sendall(head)  # admitted; its body is still on its way
+            assert wait_for(
+                lambda: live.server.config.app.state.service.prompts.held == 1, timeout=30
+            )
+            with socket.create_connection(("127.0.0.1", live.port), timeout=60) as second:
+                second.sendall(head)
+                answer = second.recv(65536).decode(errors="replace")
+            assert answer.startswith("HTTP/1.1 503"), answer[:300]
+            first.sendall(body)
+            reply = b""
+            while chunk := first.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+        assert wait_for(lambda: live.server.config.app.state.service.prompts.held == 0, timeout=30)

@@ -5,7 +5,8 @@ every stream and ``/health`` for tens of milliseconds, eight at once for hundred
 ``OffLoopRoute`` parse a body over ``OFF_LOOP_BYTES`` in a worker thread instead (Starlette
 keeps the parsed body, and FastAPI uses it), and the generating routes (those that depend on
 ``admit_generation``) check the engine's admission before they read the body at all, so that
-the excess of a burst gets its 503 without its prompt being read and parsed.
+the excess of a burst gets its 503 without its prompt being read and parsed. An admitted request
+holds its place from then on (``PromptWorkers.hold``), so that the rest of a burst sees it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from r1serve.api.metering import admit_generation
+from r1serve.api.prompts import PromptWorkers
 
 OFF_LOOP_BYTES = 64 * 1024
 
@@ -58,19 +60,21 @@ def _generates(dependant: Dependant) -> bool:
     return any(d.call is admit_generation or _generates(d) for d in dependant.dependencies)
 
 
-def _admit_any(request: Request) -> None:
+def _admit_any(request: Request) -> PromptWorkers:
     """Before the body (and so its ``model``) is read: refuse only when every served model
-    would (with one model, exactly that model's admission)."""
+    would (with one model, exactly that model's admission); the prompt workers of the first
+    that admits, where the request then holds its place."""
     first: Exception | None = None
     for service in request.app.state.services:
         try:
-            service.engine.check_admission(service.prompts.preparing)
+            service.prompts.admit_at_door()
         except Exception as exc:  # the engine's OverloadedError
             first = first or exc
         else:
-            return
+            return service.prompts
     if first is not None:
         raise first
+    raise RuntimeError("no served model")
 
 
 class OffLoopRoute(APIRoute):
@@ -81,9 +85,11 @@ class OffLoopRoute(APIRoute):
         generates = _generates(self.dependant)
 
         async def route(request: Request) -> Response:
-            if generates:
-                _admit_any(request)
-            await parse_json_off_loop(request)
-            return await handler(request)
+            if not generates:
+                await parse_json_off_loop(request)
+                return await handler(request)
+            with _admit_any(request).hold():  # the burst behind it sees it counted at once
+                await parse_json_off_loop(request)
+                return await handler(request)
 
         return route

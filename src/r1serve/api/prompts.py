@@ -7,11 +7,19 @@ above ``max_prompt_chars``), then whether the engine would take one more request
 when it is full, counting the prompts already being prepared), and only then is it rendered
 and tokenized in one of a few worker threads. Its size in tokens is checked by the engine's
 ``submit`` as before.
+
+A generating request is admitted once at the door, before its body is read (``api/body.py``),
+and from then on it ``hold``s its place: the requests of a burst that arrive behind it see it
+counted at once, so the excess gets its 503 without waiting for the earlier ones to reach their
+prompt. The hold ends when its prompt is prepared (the engine counts it from ``submit`` on) or
+when the request ends, whichever comes first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 import anyio
@@ -23,6 +31,25 @@ T = TypeVar("T")
 CHARS_PER_TOKEN_LIMIT = 32  # no real prompt averages more characters per token than this
 
 
+class _Hold:
+    """One request's place, taken at the door, given back once (``release`` is idempotent)."""
+
+    __slots__ = ("held", "workers")
+
+    def __init__(self, workers: PromptWorkers) -> None:
+        self.workers = workers
+        self.held = True
+        workers.held += 1
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.workers.held -= 1
+
+
+_HOLD: ContextVar[_Hold | None] = ContextVar("r1serve_prompt_hold", default=None)
+
+
 class PromptWorkers:
     """A few threads that render and tokenize prompts, behind size and admission checks."""
 
@@ -32,6 +59,7 @@ class PromptWorkers:
         self._max_chars = max_chars
         self._limiter: anyio.CapacityLimiter | None = None  # needs a running event loop
         self.preparing = 0  # prompts checked and not yet handed back (waiting or running)
+        self.held = 0  # requests admitted at the door whose prompt is not prepared yet
 
     @property
     def max_chars(self) -> int:
@@ -48,13 +76,37 @@ class PromptWorkers:
                 param=param,
             )
 
+    @property
+    def pending(self) -> int:
+        """Requests on their way to the engine: admitted at the door, or being prepared."""
+        return self.preparing + self.held
+
+    def admit_at_door(self) -> None:
+        """OverloadedError when one more request would be refused now (before its body)."""
+        self.engine.check_admission(self.pending)
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Count the current request as on its way until its prompt is prepared or it ends."""
+        hold = _Hold(self)
+        token = _HOLD.set(hold)
+        try:
+            yield
+        finally:
+            _HOLD.reset(token)
+            hold.release()
+
     async def prepare(self, chars: int, build: Callable[[], T], *, param: str = "messages") -> T:
         """``build()`` in a worker thread, after the size and admission checks."""
+        hold = _HOLD.get()
+        own = hold if hold is not None and hold.workers is self and hold.held else None
         self.check_size(chars, param)
-        self.engine.check_admission(self.preparing)
+        self.engine.check_admission(self.pending - (1 if own is not None else 0))
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.threads)
         self.preparing += 1
+        if own is not None:
+            own.release()  # counted in ``preparing`` from here on
         try:
             return await anyio.to_thread.run_sync(build, limiter=self._limiter)
         finally:
