@@ -78,7 +78,8 @@ def model_files(spec: str | None, hf_model: str | None) -> tuple[Path | None, Pa
 
 def server_specs(gguf: Path | None, hf: Path, args: argparse.Namespace) -> dict[str, ServerSpec]:
     """Every server the run may start; GGUF servers only when there is a GGUF."""
-    slots = ["--max-num-seqs", str(args.slots)]
+    # The same KV cells everywhere: SLOTS sequences of --ctx-per-slot tokens each.
+    slots = ["--max-num-seqs", str(args.slots), "--max-model-len", str(args.ctx_per_slot)]
     specs = {
         "r1serve-transformers": r1serve_spec(hf, args.threads, *slots, name="r1serve-transformers"),
         "reference": reference_spec(hf, args.threads),
@@ -92,8 +93,12 @@ def server_specs(gguf: Path | None, hf: Path, args: argparse.Namespace) -> dict[
             "r1serve-llamacpp": r1serve_spec(
                 gguf, args.threads, *slots, engine="llamacpp", name="r1serve-llamacpp"
             ),
-            "llamacpp-server": llamacpp_server_spec(gguf, args.threads, args.slots),
-            "llama-cpp-python": llama_cpp_python_spec(gguf, args.threads, int(str(eos))),
+            "llamacpp-server": llamacpp_server_spec(
+                gguf, args.threads, args.slots, args.ctx_per_slot
+            ),
+            "llama-cpp-python": llama_cpp_python_spec(
+                gguf, args.threads, int(str(eos)), args.ctx_per_slot
+            ),
         }
     return specs
 
@@ -187,6 +192,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--slots", type=int, default=None, help="parallel sequences (default: top concurrency)"
+    )
+    parser.add_argument(
+        "--ctx-per-slot", type=int, default=2048, help="context of each sequence, every server"
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--concurrency", default=None, help="default 1,4,16 (quick: 1,4)")

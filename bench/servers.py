@@ -191,12 +191,13 @@ def r1serve_spec(
     )  # fmt: skip
 
 
-def llamacpp_server_spec(gguf: Path, threads: int, slots: int) -> ServerSpec:
+def llamacpp_server_spec(gguf: Path, threads: int, slots: int, ctx_per_slot: int) -> ServerSpec:
     """llama.cpp's own server through xllamacpp (bench/llamacpp_server.py), ``slots`` sequences."""
     return ServerSpec(
         "llamacpp-server",
         [sys.executable, str(ROOT / "bench" / "llamacpp_server.py"), "--model", str(gguf),
-         "--port", "{port}", "--slots", str(slots), "--threads", str(threads)],
+         "--port", "{port}", "--slots", str(slots), "--threads", str(threads),
+         "--ctx-per-slot", str(ctx_per_slot)],
         extra_body={"ignore_eos": True},  # llama.cpp's server reads it as r1serve does
     )  # fmt: skip
 
@@ -206,7 +207,9 @@ def llamacpp_server_spec(gguf: Path, threads: int, slots: int) -> ServerSpec:
 LLAMA_CPP_PYTHON_VENV = ROOT / "bench" / ".cache" / "llama-cpp-python-venv"
 
 
-def llama_cpp_python_spec(gguf: Path, threads: int, eos_token_id: int) -> ServerSpec:
+def llama_cpp_python_spec(
+    gguf: Path, threads: int, eos_token_id: int, ctx_per_slot: int
+) -> ServerSpec:
     """``python -m llama_cpp.server`` (one sequence at a time) from its own venv.
 
     It has no ``ignore_eos``; a -100 logit bias on the EOS token makes every request run to
@@ -218,7 +221,7 @@ def llama_cpp_python_spec(gguf: Path, threads: int, eos_token_id: int) -> Server
         "llama-cpp-python",
         [str(python), "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
          "--port", "{port}", "--n_threads", str(threads), "--n_threads_batch", str(threads),
-         "--n_ctx", "4096", "--interrupt_requests", "False"],
+         "--n_ctx", str(ctx_per_slot), "--interrupt_requests", "False"],
         extra_body={"logit_bias": {str(eos_token_id): -100}},
     )  # fmt: skip
 
