@@ -21,8 +21,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from r1serve.api.ollama_tools import ollama_calls
-from r1serve.api.service import Output
 from r1serve.errors import EngineError, R1ServeError
+from r1serve.generation import Output
 
 log = logging.getLogger("r1serve.api")
 
