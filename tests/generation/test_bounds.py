@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,3 +111,22 @@ def test_stop_strings_are_checked_alike(client: TestClient) -> None:
     assert openai.status_code == ollama.status_code == 400
     words = f"at most {bounds.MAX_STOP_STRINGS} stop strings"
     assert words in openai.json()["error"]["message"] and words in ollama.json()["error"]
+
+
+def test_the_docs_give_the_ranges_the_code_has() -> None:
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "generation.md").read_text()
+    table = text[text.index("## Sampling ranges") :]
+    rows = {
+        "`temperature`": f"0 to {bounds.TEMPERATURE.le:g}",
+        "`top_k`": f"{int(bounds.TOP_K.le or 0):,}",
+        "`min_p`": f"0 to {bounds.MIN_P.le:g}",
+        "`presence_penalty`": f"{bounds.PENALTY.ge:g} to {bounds.PENALTY.le:g}",
+        "`stop`": f"at most {bounds.MAX_STOP_STRINGS} strings of 1 to {bounds.MAX_STOP_LENGTH}",
+        "`n`": f"1 to {bounds.MAX_N}",
+    }
+    for name, words in rows.items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| {name}"))
+        assert words in row, (name, row)
+    assert bounds.REPETITION_PENALTY.le == 10 and "at most 10" in table
+    assert bounds.MAX_TOKENS.le == 2**31 - 1 and "1 to 2^31 - 1" in table

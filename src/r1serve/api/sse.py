@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 from r1serve.api.logprobs import TokenText, chat_logprobs, completion_logprobs
 from r1serve.engine.protocol import TokenLogprob, Usage
 from r1serve.errors import R1ServeError
-from r1serve.generation import REPETITION, Output, ToolCallDelta, UsageTotal
+from r1serve.generation import REPETITION, Output, ToolCallDelta, UsageTotal, engine_failed
 
 log = logging.getLogger("r1serve.api")
 
@@ -111,7 +111,7 @@ async def chat_events(
                 if out.content:
                     delta["content"] = out.content
                 if out.finish_reason == "error":
-                    yield _error_event(_engine_failed())
+                    yield _error_event(engine_failed())
                     yield DONE
                     return
                 if delta:
@@ -158,7 +158,7 @@ async def completion_events(
         try:
             async for out in outputs:
                 if out.finish_reason == "error":
-                    yield _error_event(_engine_failed())
+                    yield _error_event(engine_failed())
                     yield DONE
                     return
                 text = out.content
@@ -190,7 +190,7 @@ async def simple_events(outputs: AsyncIterator[Output]) -> AsyncIterator[str | S
         try:
             async for out in outputs:
                 if out.finish_reason == "error":
-                    yield ServerSentEvent(data=_error_event(_engine_failed()), event="error")
+                    yield ServerSentEvent(data=_error_event(engine_failed()), event="error")
                     break
                 if out.reasoning:
                     yield ServerSentEvent(data=out.reasoning, event="reasoning")
@@ -207,7 +207,3 @@ def tool_call_delta(call: ToolCallDelta) -> dict[str, object]:
         return {"index": call.index, "function": {"arguments": call.arguments}}
     function = {"name": call.name, "arguments": call.arguments}
     return {"index": call.index, "id": call.id, "type": "function", "function": function}
-
-
-def _engine_failed() -> R1ServeError:
-    return R1ServeError("the model failed while generating; see the server log")

@@ -10,12 +10,19 @@ only map their requests onto these calls and the outputs onto their responses.
 """
 
 from r1serve.generation.metering import Meter
-from r1serve.generation.outputs import REPETITION, Output, ToolCallDelta
+from r1serve.generation.outputs import (
+    ENGINE_FAILED,
+    REPETITION,
+    Output,
+    ToolCallDelta,
+    engine_failed,
+)
 from r1serve.generation.sampling import SamplingRequest, sampling_params
 from r1serve.generation.service import Generation, ReasoningFormat
 from r1serve.generation.usage import Choice, Completed, UsageTotal, collect
 
 __all__ = [
+    "ENGINE_FAILED",
     "REPETITION",
     "Choice",
     "Completed",
@@ -27,5 +34,6 @@ __all__ = [
     "ToolCallDelta",
     "UsageTotal",
     "collect",
+    "engine_failed",
     "sampling_params",
 ]

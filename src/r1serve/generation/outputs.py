@@ -16,9 +16,16 @@ from typing import Literal, Protocol
 from r1serve.engine.protocol import Delta, DeltaStream, FinishReason, TokenLogprob, Usage
 from r1serve.engine.text.reasoning import ReasoningDelta
 from r1serve.engine.text.repetition import RepetitionGuard
+from r1serve.errors import EngineError
 
 REPETITION = "repetition"  # stop_reason of a reply the repetition guard ended
+ENGINE_FAILED = "the model failed while generating; see the server log"
 OutputFinish = FinishReason | Literal["tool_calls"]
+
+
+def engine_failed() -> EngineError:
+    """The error every wire format reports for a choice that finished with ``"error"``."""
+    return EngineError(ENGINE_FAILED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from r1serve.engine.protocol import TokenLogprob, Usage
-from r1serve.errors import EngineError
-from r1serve.generation.outputs import Output, OutputFinish, ToolCallDelta
-
-ENGINE_FAILED = "the model failed while generating; see server log"
+from r1serve.generation.outputs import Output, OutputFinish, ToolCallDelta, engine_failed
 
 
 class UsageTotal:
@@ -97,7 +94,7 @@ async def collect(
             c.logprobs.extend(out.logprobs)
             if out.finish_reason is not None:
                 if out.finish_reason == "error":
-                    raise EngineError(ENGINE_FAILED)
+                    raise engine_failed()
                 c.finish_reason = out.finish_reason
                 c.stop_reason = out.stop_reason
                 c.usage = out.usage
