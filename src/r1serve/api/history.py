@@ -25,17 +25,6 @@ from r1serve.api.conversation_schemas import (
     MessagePost,
     ToolResultsPost,
 )
-from r1serve.api.replies import ReplyManager
-from r1serve.api.reply_events import (
-    ChunkFormat,
-    ReplyEvent,
-    chunk_format,
-    final_events,
-    parse_last_event_id,
-    sse,
-    start_event,
-    stored_events,
-)
 from r1serve.api.served import ModelServices
 from r1serve.api.service import CompletionService
 from r1serve.api.tool_schemas import ToolOptions
@@ -66,6 +55,17 @@ from r1serve.conversations.continuing import (
 )
 from r1serve.conversations.defaults import ReplyDefaultsStore, merged, page_reply_cap
 from r1serve.conversations.prompting import current_turn
+from r1serve.conversations.replies import ReplyManager
+from r1serve.conversations.reply_events import (
+    ChunkFormat,
+    ReplyEvent,
+    chunk_format,
+    final_events,
+    parse_last_event_id,
+    sse,
+    start_event,
+    stored_events,
+)
 from r1serve.conversations.transfer import export_json, export_markdown
 from r1serve.engine.protocol import SamplingParams
 from r1serve.errors import R1ServeError, RequestError
