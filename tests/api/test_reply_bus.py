@@ -10,9 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from r1serve.api.replies import ReplyManager
 from r1serve.api.reply_bus import ReplyBus, check_redis, decode_event, encode_event, shown_url
-from r1serve.api.reply_events import ReplyEvent, final_events
 from r1serve.api.reply_relay import RelayedReply, after_offset, text_between
 from r1serve.api.service import Output
 from r1serve.conversations import (
@@ -24,6 +22,8 @@ from r1serve.conversations import (
     new_id,
 )
 from r1serve.conversations.records import Siblings
+from r1serve.conversations.replies import ReplyManager
+from r1serve.conversations.reply_events import ReplyEvent, final_events
 from r1serve.errors import ConfigError
 from r1serve.storage import Database
 from r1serve.storage.repositories import UserRepository

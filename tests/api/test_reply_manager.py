@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from r1serve.api.replies import ReplyManager
-from r1serve.api.service import Output
 from r1serve.conversations import ConversationDraft, ConversationStore, ReplyPlan, new_id
+from r1serve.conversations.replies import ReplyManager
+from r1serve.generation import Output
 from r1serve.storage import Database
 from r1serve.storage.models import Message
 from r1serve.storage.repositories import UserRepository

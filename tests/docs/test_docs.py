@@ -37,7 +37,7 @@ def test_history_docs_give_the_real_dead_writer_delays() -> None:
     """#14: the docs said "at once" while a same-machine dead writer waited for a sweep."""
     import inspect
 
-    from r1serve.api.replies import ReplyManager
+    from r1serve.conversations.replies import ReplyManager
 
     defaults = inspect.signature(ReplyManager).parameters
     sweep, lease = defaults["sweep_interval_s"].default, defaults["lease_s"].default

@@ -16,7 +16,6 @@ from r1serve.api.access import AccessWatch
 from r1serve.api.deps import ClientGone
 from r1serve.api.errors import install_error_handlers
 from r1serve.api.history import HistoryService
-from r1serve.api.metering import MeteredCompletionService
 from r1serve.api.metrics import ServerMetrics
 from r1serve.api.middleware import (
     BodyLimitMiddleware,
@@ -47,6 +46,7 @@ from r1serve.api.security import (
     check_bind,
 )
 from r1serve.api.served import ModelServices
+from r1serve.api.service import CompletionService
 from r1serve.auth import AuthService, close_accounts, open_accounts
 from r1serve.engine.models import ServedModel, ServedModels
 from r1serve.engine.protocol import Engine
@@ -137,12 +137,10 @@ def create_app(
     app.state.models = models
     app.state.started = int(time.time())
 
-    def service(model: ServedModel) -> MeteredCompletionService:
+    def service(model: ServedModel) -> CompletionService:
         own = model.settings or settings
-        return MeteredCompletionService(
+        return CompletionService(
             model.engine,
-            recorder=lambda: app.state.accounts.usage,
-            access=lambda: app.state.access,
             reasoning_format=own.reasoning_format,
             default_sampling=_defaults(own, model.engine),
             default_timeout_s=settings.request_timeout_s,

@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from r1serve.api.metering import admit_generation
-from r1serve.api.prompts import PromptWorkers
+from r1serve.generation.prompts import PromptWorkers
 
 OFF_LOOP_BYTES = 64 * 1024
 

@@ -27,21 +27,8 @@ from r1serve.api.conversation_schemas import (
     MessagePost,
     ToolResultsPost,
 )
-from r1serve.api.reasoning_control import reasoning_budget, skip_reasoning
-from r1serve.api.replies import ReplyManager
 from r1serve.api.reply_bus import ReplyBus
-from r1serve.api.reply_events import (
-    ChunkFormat,
-    ReplyEvent,
-    chunk_format,
-    final_events,
-    parse_last_event_id,
-    sse,
-    start_event,
-    stored_events,
-)
 from r1serve.api.reply_relay import RelayedReply
-from r1serve.api.schemas import SamplingFields
 from r1serve.api.served import ModelServices
 from r1serve.api.service import CompletionService
 from r1serve.api.tool_schemas import ToolOptions
@@ -72,9 +59,22 @@ from r1serve.conversations.continuing import (
 )
 from r1serve.conversations.defaults import ReplyDefaultsStore, merged, page_reply_cap
 from r1serve.conversations.prompting import current_turn
+from r1serve.conversations.replies import ReplyManager
+from r1serve.conversations.reply_events import (
+    ChunkFormat,
+    ReplyEvent,
+    chunk_format,
+    final_events,
+    parse_last_event_id,
+    sse,
+    start_event,
+    stored_events,
+)
 from r1serve.conversations.transfer import export_json, export_markdown
 from r1serve.engine.protocol import SamplingParams
 from r1serve.errors import R1ServeError, RequestError
+from r1serve.generation import Meter, SamplingRequest
+from r1serve.generation.reasoning import skip_reasoning
 from r1serve.storage import Database
 
 log = logging.getLogger("r1serve.api")
@@ -237,7 +237,12 @@ class HistoryService:
     # ---- replies ------------------------------------------------------------------------
 
     async def post_message(
-        self, caller: Principal, conversation_id: str, body: MessagePost
+        self,
+        caller: Principal,
+        conversation_id: str,
+        body: MessagePost,
+        *,
+        meter: Meter | None = None,
     ) -> Events:
         """Store a user message and stream its reply."""
         context = await anyio.to_thread.run_sync(
@@ -248,18 +253,33 @@ class HistoryService:
                 default_parent="parent_id" not in body.model_fields_set,
             )
         )
-        return await self._reply(caller, context, body.content, new_question=True)
+        return await self._reply(caller, context, body.content, new_question=True, meter=meter)
 
-    async def regenerate(self, caller: Principal, conversation_id: str, message_id: str) -> Events:
+    async def regenerate(
+        self,
+        caller: Principal,
+        conversation_id: str,
+        message_id: str,
+        *,
+        meter: Meter | None = None,
+    ) -> Events:
         """A new reply beside assistant message ``message_id``."""
         context = await anyio.to_thread.run_sync(
             self.store.context_for_regenerate, caller.user_id, conversation_id, message_id
         )
         assert context.reply_to is not None
-        return await self._reply(caller, context, context.reply_to.content, new_question=False)
+        return await self._reply(
+            caller, context, context.reply_to.content, new_question=False, meter=meter
+        )
 
     async def tool_results(
-        self, caller: Principal, conversation_id: str, message_id: str, body: ToolResultsPost
+        self,
+        caller: Principal,
+        conversation_id: str,
+        message_id: str,
+        body: ToolResultsPost,
+        *,
+        meter: Meter | None = None,
     ) -> Events:
         """Store the results of reply ``message_id``'s tool calls, and stream the next reply."""
         call_ids = [result.tool_call_id for result in body.results]
@@ -271,19 +291,32 @@ class HistoryService:
             call_ids,
         )
         drafts = tuple(ToolResultDraft(new_id(), r.tool_call_id, r.content) for r in body.results)
-        return await self._reply(caller, context, "", new_question=False, tool_results=drafts)
+        return await self._reply(
+            caller, context, "", new_question=False, tool_results=drafts, meter=meter
+        )
 
     async def edit(
-        self, caller: Principal, conversation_id: str, message_id: str, body: MessageEdit
+        self,
+        caller: Principal,
+        conversation_id: str,
+        message_id: str,
+        body: MessageEdit,
+        *,
+        meter: Meter | None = None,
     ) -> Events:
         """A new version of user message ``message_id`` beside it, and its reply."""
         context = await anyio.to_thread.run_sync(
             self.store.context_for_edit, caller.user_id, conversation_id, message_id
         )
-        return await self._reply(caller, context, body.content, new_question=True)
+        return await self._reply(caller, context, body.content, new_question=True, meter=meter)
 
     async def continue_reply(
-        self, caller: Principal, conversation_id: str, message_id: str
+        self,
+        caller: Principal,
+        conversation_id: str,
+        message_id: str,
+        *,
+        meter: Meter | None = None,
     ) -> Events:
         """Continue reply ``message_id``, cut at max_tokens, in the same message."""
         found = await anyio.to_thread.run_sync(
@@ -329,6 +362,7 @@ class HistoryService:
                 # Past the thinking, the new text is answer verbatim (its leading space kept).
                 split_reasoning=prompt.opens_reasoning,
                 repetition_guard=settings.repetition_guard is not False,
+                meter=meter,
             )
         except R1ServeError as exc:
             return await self._not_started(started, exc, fmt)
@@ -346,6 +380,7 @@ class HistoryService:
         *,
         new_question: bool,
         tool_results: tuple[ToolResultDraft, ...] = (),
+        meter: Meter | None = None,
     ) -> Events:
         conversation = context.conversation
         # The conversation's settings over the user's defaults; no cap set: the page's cap.
@@ -394,12 +429,13 @@ class HistoryService:
         )
         fmt = chunk_format(started.assistant_message, engine.model_name)
         try:
-            # In the request's context: quotas were checked and usage is recorded here.
+            # The route's meter: quotas were checked, and the reply's usage is recorded.
             outputs = await service.start(
                 f"conv-{plan.assistant_message_id}",
                 [prompt],
                 params,
                 repetition_guard=settings.repetition_guard is not False,  # None: on
+                meter=meter,
             )
         except R1ServeError as exc:
             return await self._not_started(started, exc, fmt)
@@ -412,7 +448,7 @@ class HistoryService:
     def _sampling(
         self, service: CompletionService, settings: ReplySettings, max_tokens: int
     ) -> SamplingParams:
-        fields = SamplingFields(
+        asked = SamplingRequest(
             temperature=settings.temperature,
             top_p=settings.top_p,
             top_k=settings.top_k,
@@ -421,11 +457,10 @@ class HistoryService:
             seed=settings.seed,
             max_tokens=max_tokens,
             ignore_eos=bool(settings.ignore_eos),
+            max_reasoning_tokens=settings.max_reasoning_tokens,
+            reasoning_effort=settings.reasoning_effort,
         )
-        params = service.sampling(fields)
-        default = service.default_sampling.get("max_reasoning_tokens")
-        budget = reasoning_budget(settings.max_reasoning_tokens, settings.reasoning_effort, default)
-        return replace(params, max_reasoning_tokens=budget)
+        return service.sampling(asked)
 
     async def _not_started(
         self, started: ReplyStart, error: R1ServeError, fmt: ChunkFormat

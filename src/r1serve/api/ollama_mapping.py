@@ -11,11 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
 
-from pydantic import ValidationError
-
-from r1serve.api.errors import validation_message
 from r1serve.api.ollama_schemas import (
     HINT_OPTIONS,
     ChatRequest,
@@ -23,11 +19,10 @@ from r1serve.api.ollama_schemas import (
     Options,
     ThinkLevel,
 )
-from r1serve.api.reasoning_control import reasoning_budget, skip_reasoning
-from r1serve.api.schemas import SamplingFields
-from r1serve.api.service import CompletionService
-from r1serve.engine.protocol import Engine, Prompt, SamplingParams, Tokenizer, output_budget
+from r1serve.engine.protocol import Engine, Prompt, SamplingParams, output_budget
 from r1serve.errors import NotFoundError, RequestError
+from r1serve.generation import Generation, SamplingRequest
+from r1serve.generation.reasoning import reasoning_budget
 
 log = logging.getLogger("r1serve.api")
 
@@ -110,8 +105,8 @@ def generate_messages(body: GenerateRequest) -> list[dict[str, str]]:
     return [*messages, {"role": "user", "content": body.prompt or ""}]
 
 
-def sampling(service: CompletionService, options: Options | None) -> SamplingParams:
-    """Engine sampling parameters from ``options``, with the bounds of the OpenAI API."""
+def sampling(service: Generation, options: Options | None) -> SamplingParams:
+    """Engine sampling parameters from ``options`` (in ``generation.bounds``, as every API's)."""
     options = options or Options()
     for name in options.model_extra or {}:
         if name not in HINT_OPTIONS:
@@ -123,25 +118,20 @@ def sampling(service: CompletionService, options: Options | None) -> SamplingPar
                 f"options.{name} is not supported by this server (only {off[0]!r}, its off value)",
                 param=f"options.{name}",
             )
-    fields: dict[str, Any] = {
-        "temperature": options.temperature,
-        "top_p": options.top_p if options.top_p != 0.0 else None,  # Ollama's 0: off
-        "top_k": options.top_k,
-        "min_p": options.min_p,
-        "seed": options.seed,
-        "stop": options.stop,
-        "repetition_penalty": options.repeat_penalty if options.repeat_penalty else None,
-        "presence_penalty": options.presence_penalty,
-        "frequency_penalty": options.frequency_penalty,
-    }
-    if options.num_predict is not None and options.num_predict > 0:
-        fields["max_tokens"] = options.num_predict
-    try:
-        request = SamplingFields.model_validate({k: v for k, v in fields.items() if v is not None})
-    except ValidationError as exc:
-        message, param = validation_message([dict(e) for e in exc.errors()])
-        raise RequestError(f"options: {message}", param=f"options.{param}") from None
-    return service.sampling(request)
+    num_predict = options.num_predict
+    asked = SamplingRequest(
+        temperature=options.temperature,
+        top_p=options.top_p or None,  # Ollama's 0: off
+        top_k=options.top_k,
+        min_p=options.min_p,
+        seed=options.seed,
+        stop=tuple(options.stop or ()),
+        repetition_penalty=options.repeat_penalty or None,  # Ollama's 0: off
+        presence_penalty=options.presence_penalty,
+        frequency_penalty=options.frequency_penalty,
+        max_tokens=num_predict if num_predict is not None and num_predict > 0 else None,
+    )
+    return service.sampling(asked)
 
 
 def fit_context(
@@ -163,10 +153,6 @@ class Thinking:
     show: bool  # sent apart, in ``thinking``
     skip: bool = False  # false: the model gets an empty thinking block and answers at once
     level: ThinkLevel | None = None  # low|medium|high: reasoning_effort's budgets
-
-    def prompt(self, prompt: Prompt, tokenizer: Tokenizer) -> Prompt:
-        """The prompt as rendered, or with an empty thinking block under ``think: false``."""
-        return skip_reasoning(prompt, tokenizer) if self.skip else prompt
 
     def params(self, params: SamplingParams) -> SamplingParams:
         """A level's reasoning budget (``EFFORT_BUDGETS``), else the model's default one."""

@@ -14,8 +14,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from r1serve.api.schemas import MAX_MESSAGES, MAX_STOP_LENGTH, MAX_STOP_STRINGS
+from r1serve.api.schemas import MAX_MESSAGES
 from r1serve.api.tool_schemas import MAX_SCHEMA_CHARS, MAX_TOOLS, ToolDefinition
+from r1serve.generation.bounds import (
+    MAX_TOKENS_CAP,
+    MinP,
+    NumPredict,
+    Penalty,
+    RepetitionPenaltyOrOff,
+    Seed,
+    Temperature,
+    TopK,
+    TopPOrOff,
+    check_stops,
+)
 from r1serve.text import check_unicode
 
 ThinkLevel = Literal["low", "medium", "high"]
@@ -33,17 +45,17 @@ def _unicode(value: str | None) -> str | None:
 class Options(_Request):
     """``options``: the sampling fields r1serve runs; hints are accepted (see ``HINT_OPTIONS``)."""
 
-    num_predict: Annotated[int, Field(ge=-2, le=2**31 - 1)] | None = None
-    temperature: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
-    top_k: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
-    top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    seed: Annotated[int, Field(ge=-(2**63), lt=2**64)] | None = None
+    num_predict: NumPredict | None = None  # -1 (-2): no cap (fill the context)
+    temperature: Temperature | None = None
+    top_k: TopK | None = None
+    top_p: TopPOrOff | None = None
+    min_p: MinP | None = None
+    seed: Seed | None = None
     stop: list[str] | None = None
-    repeat_penalty: Annotated[float, Field(ge=0.0, le=10.0)] | None = None
-    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
-    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
-    num_ctx: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    repeat_penalty: RepetitionPenaltyOrOff | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    num_ctx: Annotated[int, Field(ge=1, le=MAX_TOKENS_CAP)] | None = None
     # Sampling methods r1serve does not have: only their "off" values are accepted.
     typical_p: float | None = None
     tfs_z: float | None = None
@@ -55,14 +67,8 @@ class Options(_Request):
     @field_validator("stop")
     @classmethod
     def _stops(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return value
-        if len(value) > MAX_STOP_STRINGS:
-            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings, got {len(value)}")
-        for stop in value:
-            if not stop or len(stop) > MAX_STOP_LENGTH:
-                raise ValueError(f"stop strings are 1 to {MAX_STOP_LENGTH} characters")
-            check_unicode(stop)
+        if value is not None:
+            check_stops(value)
         return value
 
 

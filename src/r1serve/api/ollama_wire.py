@@ -21,8 +21,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from r1serve.api.ollama_tools import ollama_calls
-from r1serve.api.service import Output
-from r1serve.errors import EngineError, R1ServeError
+from r1serve.errors import R1ServeError
+from r1serve.generation import Output, engine_failed
 
 log = logging.getLogger("r1serve.api")
 
@@ -97,7 +97,7 @@ async def reply_lines(
         try:
             async for out in outputs:
                 if out.finish_reason == "error":
-                    yield error_line(EngineError("the model failed while generating"))
+                    yield error_line(engine_failed())
                     return
                 thinking = out.reasoning if show_thinking else ""
                 calls = ollama_calls(out.tool_calls) if out.tool_calls else []

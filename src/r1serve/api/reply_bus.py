@@ -27,8 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import redis.asyncio
 
-from r1serve.api.reply_events import EventKind, ReplyEvent
 from r1serve.conversations import MessageStatus
+from r1serve.conversations.reply_events import EventKind, ReplyEvent
 from r1serve.errors import ConfigError
 
 log = logging.getLogger("r1serve.api")

@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from redis import RedisError
 
 from r1serve.api.reply_bus import ReplyBus
-from r1serve.api.reply_events import ReplyEvent, final_events, start_event
 from r1serve.conversations import MessageRecord
+from r1serve.conversations.reply_events import ReplyEvent, final_events, start_event
 from r1serve.errors import R1ServeError
 
 log = logging.getLogger("r1serve.api")

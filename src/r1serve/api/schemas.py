@@ -28,21 +28,29 @@ from r1serve.api.tool_schemas import (
     ToolChoice,
     ToolDefinition,
 )
+from r1serve.generation.bounds import (
+    MAX_LOGIT_BIAS,
+    MAX_N,
+    MAX_STOP_TOKEN_IDS,
+    Choices,
+    LogitBias,
+    MaxTokens,
+    MinP,
+    Penalty,
+    ReasoningTokens,
+    RepetitionPenalty,
+    Seed,
+    Temperature,
+    TimeoutS,
+    TopKOrDisabled,
+    TopLogprobs,
+    TopP,
+    check_stops,
+)
+from r1serve.generation.sampling import SamplingRequest
 from r1serve.text import check_unicode
 
 MAX_MESSAGES = 4096
-MAX_STOP_STRINGS = 16
-MAX_STOP_LENGTH = 1024
-MAX_LOGIT_BIAS = 1024
-MAX_N = 8
-MAX_TOKENS_CAP = 2**31 - 1
-
-Temperature = Annotated[float, Field(ge=0.0, le=100.0)]
-TopP = Annotated[float, Field(gt=0.0, le=1.0)]
-Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
-MaxTokens = Annotated[int, Field(ge=1, le=MAX_TOKENS_CAP)]
-Seed = Annotated[int, Field(ge=-(2**63), lt=2**64)]
-TopLogprobs = Annotated[int, Field(ge=0, le=20)]
 
 
 class _Request(BaseModel):
@@ -95,40 +103,34 @@ class SamplingFields(_Request):
     model: str | None = Field(None, max_length=512, description="Served model id; default: it.")
     temperature: Temperature | None = None
     top_p: TopP | None = None
-    top_k: Annotated[int, Field(ge=-1, le=1_000_000)] | None = None  # -1 or 0: off
-    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    repetition_penalty: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
+    top_k: TopKOrDisabled | None = None  # -1 or 0: off
+    min_p: MinP | None = None
+    repetition_penalty: RepetitionPenalty | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     seed: Seed | None = None
     max_tokens: MaxTokens | None = None
-    n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
+    n: Choices = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(None, max_length=64)
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, max_length=MAX_STOP_TOKEN_IDS
+    )
     ignore_eos: bool = False
-    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
+    logit_bias: dict[str, LogitBias] | None = None
     repetition_guard: bool = Field(
         False, description="End a reply that loops (one span repeated many times in a row)."
     )
     user: str | None = Field(None, max_length=512)
-    timeout: Annotated[float, Field(gt=0.0, le=86_400.0)] | None = Field(
+    timeout: TimeoutS | None = Field(
         None, description="Seconds this request may run; it ends with finish_reason 'timeout'."
     )
 
     @field_validator("stop")
     @classmethod
     def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        stops = [value] if isinstance(value, str) else (value or [])
-        if len(stops) > MAX_STOP_STRINGS:
-            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings, got {len(stops)}")
-        for stop in stops:
-            if not stop:
-                raise ValueError("stop strings must not be empty")
-            if len(stop) > MAX_STOP_LENGTH:
-                raise ValueError(f"stop strings are at most {MAX_STOP_LENGTH} characters")
-            check_unicode(stop)
+        check_stops([value] if isinstance(value, str) else (value or []))
         return value
 
     @field_validator("logit_bias")
@@ -159,6 +161,27 @@ class SamplingFields(_Request):
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
+    def sampling_request(self) -> SamplingRequest:
+        """The sampling this request asks of the generation layer."""
+        return SamplingRequest(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            seed=self.seed,
+            max_tokens=self.max_tokens,
+            stop=self.stop_list(),
+            stop_token_ids=tuple(self.stop_token_ids or ()),
+            ignore_eos=self.ignore_eos,
+            logit_bias=dict(self.logit_bias or {}),
+            logprobs=self.logprob_count(),
+            max_reasoning_tokens=getattr(self, "max_reasoning_tokens", None),
+            reasoning_effort=getattr(self, "reasoning_effort", None),
+        )
+
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
@@ -166,8 +189,8 @@ class ChatCompletionRequest(SamplingFields):
         None, description="Replaces max_tokens (OpenAI's newer name) when both are sent."
     )
     logprobs: bool = False
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    max_reasoning_tokens: Annotated[int, Field(ge=0, le=MAX_TOKENS_CAP)] | None = Field(
+    top_logprobs: TopLogprobs | None = None
+    max_reasoning_tokens: ReasoningTokens | None = Field(
         None,
         description="Most reasoning tokens; then the thinking ends and the answer follows.",
     )

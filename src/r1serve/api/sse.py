@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -17,10 +17,9 @@ from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from r1serve.api.logprobs import TokenText, chat_logprobs, completion_logprobs
-from r1serve.api.service import REPETITION, Output
-from r1serve.api.tools import ToolCallDelta
 from r1serve.engine.protocol import TokenLogprob, Usage
 from r1serve.errors import R1ServeError
+from r1serve.generation import REPETITION, Output, ToolCallDelta, UsageTotal, engine_failed
 
 log = logging.getLogger("r1serve.api")
 
@@ -66,24 +65,6 @@ def _error_event(exc: R1ServeError) -> str:
     return _dumps(exc.to_dict())
 
 
-class _UsageTotal:
-    """Usage over all choices of one response; a prompt shared by n choices counts once."""
-
-    def __init__(self, prompts_per_choice: Callable[[int], int]) -> None:
-        self._prompt_of = prompts_per_choice
-        self.prompt: dict[int, int] = {}
-        self.completion = 0
-        self.reasoning = 0
-
-    def add(self, index: int, usage: Usage) -> None:
-        self.prompt[self._prompt_of(index)] = usage.prompt_tokens
-        self.completion += usage.completion_tokens
-        self.reasoning += usage.reasoning_tokens
-
-    def as_usage(self) -> Usage:
-        return Usage(sum(self.prompt.values()), self.completion, self.reasoning)
-
-
 def _stop_reason(out: Output) -> dict[str, object]:
     return {"stop_reason": REPETITION} if out.stop_reason == REPETITION else {}
 
@@ -116,7 +97,7 @@ async def chat_events(
         choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return f'{head},"choices":[{_dumps({**choice, **extra})}]}}'
 
-    total = _UsageTotal(lambda index: 0)
+    total = UsageTotal()
     async with aclosing(outputs):  # type: ignore[type-var]
         for index in range(choices):
             yield chunk(index, {"role": "assistant", "content": ""})
@@ -130,7 +111,7 @@ async def chat_events(
                 if out.content:
                     delta["content"] = out.content
                 if out.finish_reason == "error":
-                    yield _error_event(_engine_failed())
+                    yield _error_event(engine_failed())
                     yield DONE
                     return
                 if delta:
@@ -139,8 +120,7 @@ async def chat_events(
                     yield chunk(out.index, {"tool_calls": [tool_call_delta(call)]})
                 if out.finish_reason is not None:
                     yield chunk(out.index, {}, out.finish_reason, **_stop_reason(out))
-                    if out.usage is not None:
-                        total.add(out.index, out.usage)
+                total.add(out)
         except R1ServeError as exc:
             yield _error_event(exc)
             yield DONE
@@ -172,13 +152,13 @@ async def completion_events(
         choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
         return f'{head},"choices":[{_dumps({**choice, **extra})}]}}'
 
-    total = _UsageTotal(lambda index: index // n)
+    total = UsageTotal(lambda index: index // n)
     echoed: set[int] = set()
     async with aclosing(outputs):  # type: ignore[type-var]
         try:
             async for out in outputs:
                 if out.finish_reason == "error":
-                    yield _error_event(_engine_failed())
+                    yield _error_event(engine_failed())
                     yield DONE
                     return
                 text = out.content
@@ -194,8 +174,7 @@ async def completion_events(
                     yield chunk(out.index, text, logprobs=logprobs)
                 if out.finish_reason is not None:
                     yield chunk(out.index, "", out.finish_reason, **_stop_reason(out))
-                    if out.usage is not None:
-                        total.add(out.index, out.usage)
+                total.add(out)
         except R1ServeError as exc:
             yield _error_event(exc)
             yield DONE
@@ -211,7 +190,7 @@ async def simple_events(outputs: AsyncIterator[Output]) -> AsyncIterator[str | S
         try:
             async for out in outputs:
                 if out.finish_reason == "error":
-                    yield ServerSentEvent(data=_error_event(_engine_failed()), event="error")
+                    yield ServerSentEvent(data=_error_event(engine_failed()), event="error")
                     break
                 if out.reasoning:
                     yield ServerSentEvent(data=out.reasoning, event="reasoning")
@@ -228,7 +207,3 @@ def tool_call_delta(call: ToolCallDelta) -> dict[str, object]:
         return {"index": call.index, "function": {"arguments": call.arguments}}
     function = {"name": call.name, "arguments": call.arguments}
     return {"index": call.index, "id": call.id, "type": "function", "function": function}
-
-
-def _engine_failed() -> R1ServeError:
-    return R1ServeError("the model failed while generating; see the server log")

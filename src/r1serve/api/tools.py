@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from r1serve.api.schemas import ChatCompletionRequest, ChatMessage
 from r1serve.api.tool_schemas import (
@@ -28,9 +28,7 @@ from r1serve.engine.text.chat_template import THINK_CLOSE
 from r1serve.engine.text.tool_format import ToolFormat, call_grammar
 from r1serve.engine.text.tool_parser import ParsedCall, ToolCallParser, split_pieces
 from r1serve.errors import RequestError
-
-if TYPE_CHECKING:
-    from r1serve.api.service import Output
+from r1serve.generation.outputs import Output, ToolCallDelta  # ToolCallDelta: re-exported
 
 _FORMATS: tuple[ToolFormat, ...] = ("hermes", "deepseek", "llama3")
 
@@ -46,16 +44,6 @@ class ToolRequest(Protocol):
 
     @property
     def parallel_tool_calls(self) -> bool | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallDelta:
-    """A piece of one tool call: the first has its id and name, the others more arguments."""
-
-    index: int  # the call's position in its choice
-    arguments: str
-    id: str | None = None
-    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

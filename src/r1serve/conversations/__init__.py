@@ -2,8 +2,9 @@
 
 No FastAPI here. ``ConversationStore`` reads and writes conversations for one user at a time;
 ``build_history_prompt`` turns a stored branch into a prompt that fits the context;
-``ConversationTransfer`` exports and imports them. Replies that run in the background live in
-``r1serve.api.replies``.
+``ConversationTransfer`` exports and imports them. Replies that run in the background, and
+their events, live beside them in ``conversations.replies`` (``ReplyManager``) and
+``conversations.reply_events`` (imported from there: they render server-sent events).
 """
 
 from r1serve.conversations.prompting import HistoryPrompt, build_history_prompt, reply_reserve

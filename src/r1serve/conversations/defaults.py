@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from r1serve.conversations.settings import ReplySettings
+from r1serve.generation.sampling import SERVER_FALLBACKS
 from r1serve.storage import Database, utcnow
 from r1serve.storage.models import ReplyDefaults
 
@@ -23,15 +24,6 @@ Source = Literal["conversation", "user", "model", "server"]
 R1_REPLY_CAP = 32768
 OTHER_REPLY_CAP = 4096
 _R1 = re.compile(r"(?:^|[^a-z0-9])r1(?:[^a-z0-9]|$)")
-
-# What the engine uses when neither the request nor the model says (CompletionService.sampling).
-SERVER_FALLBACKS: dict[str, Any] = {
-    "temperature": 1.0,
-    "top_p": 1.0,
-    "top_k": 0,
-    "min_p": 0.0,
-    "repetition_penalty": 1.0,
-}
 
 
 def page_reply_cap(model_name: str) -> int:

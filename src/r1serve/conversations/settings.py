@@ -6,7 +6,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MAX_TOKENS_CAP = 2**31 - 1
+from r1serve.generation.bounds import (
+    MaxTokens,
+    MinP,
+    ReasoningTokens,
+    RepetitionPenalty,
+    Seed,
+    Temperature,
+    TopK,
+    TopP,
+)
+
 MAX_TOOLS = 128
 
 
@@ -16,20 +26,20 @@ class ReplySettings(BaseModel):
     # Strict: "10" is not a number, NaN is refused, a misspelled field is an error.
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
-    temperature: float | None = Field(None, ge=0.0, le=100.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=0, le=1_000_000, description="0: off.")
-    min_p: float | None = Field(None, ge=0.0, le=1.0)
-    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
-    max_tokens: int | None = Field(
-        None, ge=1, le=MAX_TOKENS_CAP, description="Most tokens per reply; default: the room left."
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = Field(None, description="0: off.")
+    min_p: MinP | None = None
+    repetition_penalty: RepetitionPenalty | None = None
+    max_tokens: MaxTokens | None = Field(
+        None, description="Most tokens per reply; default: the room left."
     )
-    seed: int | None = Field(None, ge=-(2**63), lt=2**64)
+    seed: Seed | None = None
     ignore_eos: bool | None = Field(
         None, description="Keep generating after the end-of-text token (max_tokens ends it)."
     )
-    max_reasoning_tokens: int | None = Field(
-        None, ge=0, le=MAX_TOKENS_CAP, description="Most thinking tokens; then the answer."
+    max_reasoning_tokens: ReasoningTokens | None = Field(
+        None, description="Most thinking tokens; then the answer."
     )
     reasoning_effort: Literal["none", "low", "medium", "high"] | None = Field(
         None, description="none: no thinking; low/medium/high: 1024/4096/16384 thinking tokens."

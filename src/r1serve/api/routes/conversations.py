@@ -34,7 +34,7 @@ from r1serve.api.conversation_schemas import (
 )
 from r1serve.api.deps import get_settings
 from r1serve.api.history import HistoryService
-from r1serve.api.metering import Admitted
+from r1serve.api.metering import Admitted, Metered
 from r1serve.api.schemas import SSE_CONTENT, ErrorResponse
 from r1serve.api.security import Caller
 from r1serve.api.sse import event_stream
@@ -141,9 +141,10 @@ async def post_message(
     caller: Caller,
     history: History,
     settings: Config,
+    meter: Metered,
 ) -> Response:
     """Store my message, then stream the reply; it goes on if I disconnect."""
-    events = await history.post_message(caller, conversation_id, body)
+    events = await history.post_message(caller, conversation_id, body, meter=meter)
     return event_stream(events, send_timeout_s=settings.send_timeout_s)
 
 
@@ -158,9 +159,10 @@ async def regenerate_reply(
     caller: Caller,
     history: History,
     settings: Config,
+    meter: Metered,
 ) -> Response:
     """A new reply beside this one (the old one stays as a branch)."""
-    events = await history.regenerate(caller, conversation_id, message_id)
+    events = await history.regenerate(caller, conversation_id, message_id, meter=meter)
     return event_stream(events, send_timeout_s=settings.send_timeout_s)
 
 
@@ -176,9 +178,10 @@ async def edit_message(
     caller: Caller,
     history: History,
     settings: Config,
+    meter: Metered,
 ) -> Response:
     """A new version of my message beside the old one, and its reply."""
-    events = await history.edit(caller, conversation_id, message_id, body)
+    events = await history.edit(caller, conversation_id, message_id, body, meter=meter)
     return event_stream(events, send_timeout_s=settings.send_timeout_s)
 
 
@@ -193,9 +196,10 @@ async def continue_reply(
     caller: Caller,
     history: History,
     settings: Config,
+    meter: Metered,
 ) -> Response:
     """Continue a reply cut at its token limit; the new text is appended to the same message."""
-    events = await history.continue_reply(caller, conversation_id, message_id)
+    events = await history.continue_reply(caller, conversation_id, message_id, meter=meter)
     return event_stream(events, send_timeout_s=settings.send_timeout_s)
 
 
@@ -211,10 +215,11 @@ async def post_tool_results(
     caller: Caller,
     history: History,
     settings: Config,
+    meter: Metered,
 ) -> Response:
     """Answer each tool call of reply ``message_id`` (stored as ``tool`` messages), then stream
     the next reply, whose prompt holds the calls and their results."""
-    events = await history.tool_results(caller, conversation_id, message_id, body)
+    events = await history.tool_results(caller, conversation_id, message_id, body, meter=meter)
     return event_stream(events, send_timeout_s=settings.send_timeout_s)
 
 

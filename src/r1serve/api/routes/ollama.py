@@ -20,7 +20,7 @@ from r1serve.api import ollama_models as models
 from r1serve.api import ollama_tools
 from r1serve.api.body import OffLoopRoute
 from r1serve.api.deps import get_settings, request_id, unless_disconnected
-from r1serve.api.metering import Admitted
+from r1serve.api.metering import Admitted, Metered, MeteredRequest
 from r1serve.api.ollama_pull import pull_lines, target_of
 from r1serve.api.ollama_schemas import (
     ChatRequest,
@@ -92,6 +92,7 @@ async def _reply(
     model: str,
     prompt: Prompt,
     text_field: str,
+    meter: MeteredRequest,
     *,
     split_reasoning: bool = True,
     tools: ToolSetup | None = None,
@@ -107,7 +108,11 @@ async def _reply(
     timer = mapping.Timer()
     try:
         outputs = await service.start(
-            request_id(request, "ollama"), [prompt], params, split_reasoning=split_reasoning
+            request_id(request, "ollama"),
+            [prompt],
+            params,
+            split_reasoning=split_reasoning,
+            meter=meter,
         )
     except RequestError as exc:
         if exc.param != "response_format":
@@ -164,7 +169,7 @@ async def _gather(lines: AsyncIterator[Line], text_field: str) -> Line:
 
 
 @router.post("/api/chat", dependencies=[Admitted])
-async def chat(body: ChatRequest, request: Request, settings: Config) -> Response:
+async def chat(body: ChatRequest, request: Request, settings: Config, meter: Metered) -> Response:
     """Chat: NDJSON lines by default, one object with ``"stream": false``; ``tools`` offered
     come back as ``message.tool_calls``."""
     service, model = _pick(request, body.model)
@@ -174,20 +179,22 @@ async def chat(body: ChatRequest, request: Request, settings: Config) -> Respons
             {**_loaded(model, body.keep_alive), "message": {"role": "assistant", "content": ""}}
         )
     messages, offered = ollama_tools.chat_messages(body), ollama_tools.offered_tools(body)
-    think = mapping.thinking(body.think)
-    engine = service.engine
-
-    def render() -> Prompt:
-        rendered = engine.render_chat(messages, tools=offered)
-        return think.prompt(rendered, engine.tokenizer)
-
-    prompt = await service.prompts.prepare(sum(len(m.content) for m in body.messages), render)
+    prompt = await service.prepare_chat(
+        messages,
+        tools=offered,
+        skip_thinking=mapping.thinking(body.think).skip,
+        chars=sum(len(m.content) for m in body.messages),
+    )
     tools = setup_for(offered, prompt)
-    return await _reply(request, service, settings, body, model, prompt, "message", tools=tools)
+    return await _reply(
+        request, service, settings, body, model, prompt, "message", meter, tools=tools
+    )
 
 
 @router.post("/api/generate", dependencies=[Admitted])
-async def generate(body: GenerateRequest, request: Request, settings: Config) -> Response:
+async def generate(
+    body: GenerateRequest, request: Request, settings: Config, meter: Metered
+) -> Response:
     """Completion of one prompt, with the chat template unless ``raw``."""
     service, model = _pick(request, body.model)
     mapping.check_generation_fields(body, service.engine)
@@ -197,18 +204,15 @@ async def generate(body: GenerateRequest, request: Request, settings: Config) ->
         [raw] = await service.prepare_texts([body.prompt])
         split = body.think is not None  # raw text is the client's own template
         return await _reply(
-            request, service, settings, body, model, raw, "response", split_reasoning=split
+            request, service, settings, body, model, raw, "response", meter, split_reasoning=split
         )
-    think = mapping.thinking(body.think)
-    engine = service.engine
-    messages = mapping.generate_messages(body)
-
-    def render() -> Prompt:
-        return think.prompt(engine.render_chat(messages), engine.tokenizer)
-
-    chars = len(body.prompt) + len(body.system or "")
-    prompt = await service.prompts.prepare(chars, render, param="prompt")
-    return await _reply(request, service, settings, body, model, prompt, "response")
+    prompt = await service.prepare_chat(
+        mapping.generate_messages(body),
+        skip_thinking=mapping.thinking(body.think).skip,
+        chars=len(body.prompt) + len(body.system or ""),
+        param="prompt",
+    )
+    return await _reply(request, service, settings, body, model, prompt, "response", meter)
 
 
 @router.get("/api/tags")

@@ -12,7 +12,7 @@ from r1serve.api.body import OffLoopRoute
 from r1serve.api.deps import get_settings, request_id, unless_disconnected
 from r1serve.api.errors import route_params
 from r1serve.api.logprobs import TokenText
-from r1serve.api.metering import Admitted
+from r1serve.api.metering import Admitted, Metered
 from r1serve.api.schemas import (
     SSE_CONTENT,
     ChatCompletionRequest,
@@ -43,16 +43,16 @@ Config = Annotated[Settings, Depends(get_settings)]
     responses={200: {"content": SSE_CONTENT}},
 )
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, settings: Config
+    body: ChatCompletionRequest, request: Request, settings: Config, meter: Metered
 ) -> Response:
     """Chat completion; ``stream: true`` gives SSE chunks with ``reasoning_content``."""
     rid = request_id(request, "chatcmpl")
     service = service_for(request, body.model)
     if not body.stream:
-        result = await unless_disconnected(request, service.chat(body, rid))
+        result = await unless_disconnected(request, service.chat(body, rid, meter))
         return JSONResponse(result.model_dump())
     model = service.check_model(body.model)
-    _, outputs = await service.start_chat(body, rid)
+    _, outputs = await service.start_chat(body, rid, meter)
     events = chat_events(
         outputs,
         request_id=rid,
@@ -71,21 +71,18 @@ async def chat_completions(
     dependencies=[Admitted],
     responses={200: {"content": SSE_CONTENT}},
 )
-async def completions(body: CompletionRequest, request: Request, settings: Config) -> Response:
+async def completions(
+    body: CompletionRequest, request: Request, settings: Config, meter: Metered
+) -> Response:
     """Raw text completion (no chat template); control tokens in the prompt are parsed."""
     rid = request_id(request, "cmpl")
     service = service_for(request, body.model)
     with route_params(messages="prompt"):
         if not body.stream:
-            result = await unless_disconnected(request, service.completion(body, rid))
+            result = await unless_disconnected(request, service.completion(body, rid, meter))
             return JSONResponse(result.model_dump())
         model = service.check_model(body.model)
-        texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        prompts = await service.prepare_texts(texts)
-        outputs = await service.start(
-            rid, prompts, service.sampling(body), n=body.n, timeout=body.timeout,
-            split_reasoning=False, repetition_guard=body.repetition_guard,
-        )  # fmt: skip
+        prompts, outputs = await service.start_completion(body, rid, meter)
     events = completion_events(
         outputs,
         request_id=rid,
@@ -93,7 +90,7 @@ async def completions(body: CompletionRequest, request: Request, settings: Confi
         created=int(time.time()),
         n=body.n,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
-        echo_prompts=texts if body.echo else None,
+        echo_prompts=[p.text for p in prompts] if body.echo else None,
         token_text=None if body.logprobs is None else TokenText(service.engine.tokenizer),
     )
     return event_stream(events, send_timeout_s=settings.send_timeout_s)

@@ -11,13 +11,8 @@ from pydantic import BaseModel
 from r1serve.api.routes.conversations import History
 from r1serve.api.security import Caller
 from r1serve.conversations import ReplySettings
-from r1serve.conversations.defaults import (
-    SERVER_FALLBACKS,
-    InForce,
-    Source,
-    in_force,
-    page_reply_cap,
-)
+from r1serve.conversations.defaults import InForce, Source, in_force, page_reply_cap
+from r1serve.generation.sampling import SERVER_FALLBACKS
 
 router = APIRouter(prefix="/api/me", tags=["conversations"])
 

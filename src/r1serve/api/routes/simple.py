@@ -9,9 +9,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from r1serve.api.body import OffLoopRoute
 from r1serve.api.deps import get_settings, request_id, unless_disconnected
 from r1serve.api.errors import route_params
-from r1serve.api.metering import Admitted
+from r1serve.api.metering import Admitted, Metered
 from r1serve.api.schemas import (
-    MAX_TOKENS_CAP,
     SSE_CONTENT,
     ErrorResponse,
     GenerateRequest,
@@ -21,6 +20,8 @@ from r1serve.api.served import service_for
 from r1serve.api.service import CompletionService
 from r1serve.api.sse import event_stream, simple_events
 from r1serve.engine.protocol import SamplingParams
+from r1serve.generation import SamplingRequest
+from r1serve.generation.bounds import MAX_TOKENS, TEMPERATURE
 from r1serve.settings import Settings
 
 router = APIRouter(
@@ -34,12 +35,15 @@ def _params(
     temperature: float | None,
     top_p: float | None = None,
 ) -> SamplingParams:
-    d = service.default_sampling
+    """Only these three can be set here; of the model's defaults only top_k applies (as the
+    script this grew from sampled)."""
+    asked = SamplingRequest(temperature=temperature, top_p=top_p, max_tokens=max_length)
+    params = service.sampling(asked)
     return SamplingParams(
-        temperature=temperature if temperature is not None else d.get("temperature", 1.0),
-        top_p=top_p if top_p is not None else d.get("top_p", 1.0),
-        top_k=d.get("top_k", 0),
-        max_tokens=max_length,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        max_tokens=params.max_tokens,
     )
 
 
@@ -52,9 +56,10 @@ def _params(
 async def stream_generate(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
+    meter: Metered,
     prompt: Annotated[str, Query(min_length=1, max_length=200_000)],
-    max_length: Annotated[int | None, Query(ge=1, le=MAX_TOKENS_CAP)] = None,
-    temperature: Annotated[float | None, Query(ge=0.0, le=100.0, allow_inf_nan=False)] = None,
+    max_length: Annotated[int | None, Query(**MAX_TOKENS.kwargs())] = None,
+    temperature: Annotated[float | None, Query(**TEMPERATURE.kwargs(), allow_inf_nan=False)] = None,
     model: Annotated[str | None, Query(min_length=1, max_length=512)] = None,
 ) -> Response:
     """SSE: answer text as ``data:`` events, reasoning as ``event: reasoning``, then [DONE].
@@ -64,22 +69,17 @@ async def stream_generate(
     """
     service = service_for(request, model)
     with route_params(messages="prompt", max_tokens="max_length"):
-        prompt_tokens = await service.prompts.prepare(
-            len(prompt),
-            lambda: service.engine.render_chat([{"role": "user", "content": prompt}]),
-            param="prompt",
-        )
-        outputs = await service.start(
-            request_id(request, "gen"), [prompt_tokens], _params(service, max_length, temperature)
-        )
+        rendered = await service.simple_prompt(prompt)
+        params = _params(service, max_length, temperature)
+        outputs = await service.start(request_id(request, "gen"), [rendered], params, meter=meter)
     return event_stream(simple_events(outputs), send_timeout_s=settings.send_timeout_s)
 
 
 @router.post("/generate", response_model=GenerateResponse, dependencies=[Admitted])
-async def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
+async def generate(body: GenerateRequest, request: Request, meter: Metered) -> GenerateResponse:
     """The whole reply at once: ``{"response": answer, "reasoning": ...}``."""
     service = service_for(request, body.model)
     with route_params(messages="prompt", max_tokens="max_length"):
         params = _params(service, body.max_length, body.temperature, body.top_p)
-        work = service.generate(body.prompt, params, request_id(request, "gen"))
+        work = service.generate(body.prompt, params, request_id(request, "gen"), meter)
         return await unless_disconnected(request, work)

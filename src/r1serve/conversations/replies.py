@@ -20,8 +20,6 @@ from typing import Any
 import anyio
 
 from r1serve.api.reply_bus import ReplyBus, ReplyFeed, StopListener
-from r1serve.api.reply_events import ReplyEvent, final_events, start_event
-from r1serve.api.service import REPETITION, Output
 from r1serve.api.tools import ToolCallDelta, whole_calls
 from r1serve.conversations import (
     ConversationStore,
@@ -34,7 +32,9 @@ from r1serve.conversations import (
     worker_is_gone,
 )
 from r1serve.conversations.records import storable
+from r1serve.conversations.reply_events import ReplyEvent, final_events, start_event
 from r1serve.errors import AccessRevokedError, R1ServeError, ShuttingDownError
+from r1serve.generation import REPETITION, Output
 
 log = logging.getLogger("r1serve.api")
 
