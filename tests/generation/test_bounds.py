@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,28 @@ def test_the_docs_give_the_ranges_the_code_has() -> None:
         assert words in row, (name, row)
     assert bounds.REPETITION_PENALTY.le == 10 and "at most 10" in table
     assert bounds.MAX_TOKENS.le == 2**31 - 1 and "1 to 2^31 - 1" in table
+
+
+@pytest.mark.parametrize(
+    ("name", "bound", "outside"),
+    [
+        ("temperature", bounds.TEMPERATURE, bounds.TEMPERATURE.le + 0.5),  # type: ignore[operator]
+        ("top_p", bounds.TOP_P, 0.0),
+        ("top_k", bounds.TOP_K, bounds.TOP_K.le + 1),  # type: ignore[operator]
+        ("min_p", bounds.MIN_P, 1.5),
+        ("repetition_penalty", bounds.REPETITION_PENALTY, 0.0),
+        ("presence_penalty", bounds.PENALTY, 2.5),
+        ("frequency_penalty", bounds.PENALTY, -2.5),
+    ],
+)
+def test_the_engine_checks_the_same_ranges(name: str, bound: bounds.Bound, outside: float) -> None:
+    """The engine's own check (``SamplingParams``) takes its ranges from the same place."""
+    from r1serve.engine.protocol import SamplingParams
+    from r1serve.errors import RequestError
+
+    edge = bound.le if bound.le is not None else bound.ge
+    kind = type(getattr(SamplingParams(), name))
+    SamplingParams(**{name: kind(edge)})
+    with pytest.raises(RequestError, match=re.escape(bound.describe())) as raised:
+        SamplingParams(**{name: kind(outside)})
+    assert raised.value.param == name

@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from r1serve.engine import bounds
+from r1serve.engine.bounds import Bound
 from r1serve.errors import ContextLengthError, RequestError
 
 FinishReason = Literal["stop", "length", "timeout", "abort", "error"]
@@ -50,7 +52,7 @@ class Constraint:
     tool_choice: str | None = None
 
 
-MAX_TOP_LOGPROBS = 20
+MAX_TOP_LOGPROBS = bounds.MAX_TOP_LOGPROBS
 LOGPROB_FLOOR = -9999.0  # what OpenAI reports for impossible tokens (JSON has no -inf)
 
 
@@ -76,30 +78,35 @@ class SamplingParams:
     max_reasoning_tokens: int | None = None  # None: unbounded; then the end-of-thinking is forced
 
     def __post_init__(self) -> None:
-        checks: list[tuple[str, bool, str]] = [
-            ("temperature", 0.0 <= self.temperature <= 100.0, "between 0 and 100"),
-            ("top_p", 0.0 < self.top_p <= 1.0, "greater than 0 and at most 1"),
-            ("top_k", self.top_k >= 0, "0 (off) or positive"),
-            ("min_p", 0.0 <= self.min_p <= 1.0, "between 0 and 1"),
-            ("repetition_penalty", 0.0 < self.repetition_penalty <= 10.0, "in (0, 10]"),
-            ("presence_penalty", -2.0 <= self.presence_penalty <= 2.0, "between -2 and 2"),
-            ("frequency_penalty", -2.0 <= self.frequency_penalty <= 2.0, "between -2 and 2"),
+        checks: list[tuple[str, Bound]] = [
+            ("temperature", bounds.TEMPERATURE),
+            ("top_p", bounds.TOP_P),
+            ("top_k", bounds.TOP_K),
+            ("min_p", bounds.MIN_P),
+            ("repetition_penalty", bounds.REPETITION_PENALTY),
+            ("presence_penalty", bounds.PENALTY),
+            ("frequency_penalty", bounds.PENALTY),
         ]
-        for name, ok, rule in checks:
+        for name, bound in checks:
             value = getattr(self, name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise RequestError(f"{name} must be a finite number", param=name)
-            if not ok:
-                raise RequestError(f"{name} must be {rule}, got {value!r}", param=name)
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise RequestError("max_tokens must be at least 1", param="max_tokens")
+            if not bound.contains(value):
+                raise RequestError(f"{name} must be {bound.describe()}, got {value!r}", param=name)
+        if self.max_tokens is not None and not bounds.MAX_TOKENS.contains(self.max_tokens):
+            raise RequestError(
+                f"max_tokens must be {bounds.MAX_TOKENS.describe()}", param="max_tokens"
+            )
         if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
             raise RequestError(
                 f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="top_logprobs"
             )
-        if self.max_reasoning_tokens is not None and self.max_reasoning_tokens < 0:
+        if self.max_reasoning_tokens is not None and not bounds.REASONING_TOKENS.contains(
+            self.max_reasoning_tokens
+        ):
             raise RequestError(
-                "max_reasoning_tokens must be 0 or more", param="max_reasoning_tokens"
+                f"max_reasoning_tokens must be {bounds.REASONING_TOKENS.describe()}",
+                param="max_reasoning_tokens",
             )
 
     @property
