@@ -115,7 +115,7 @@ class CompletionService(Generation):
             created=int(time.time()),
             model=model,
             choices=choices,
-            usage=usage_info(replace(done.usage, prompt_tokens=len(prompt.token_ids))),
+            usage=usage_info(_prompt_counted(done.usage, prompt)),
         )
 
     async def completion(
@@ -171,8 +171,14 @@ class CompletionService(Generation):
             response=choice.text,
             reasoning=choice.thinking or None,
             finish_reason=choice.finish_reason,
-            usage=usage_info(replace(done.usage, prompt_tokens=len(prompt.token_ids))),
+            usage=usage_info(_prompt_counted(done.usage, prompt)),
         )
+
+
+def _prompt_counted(usage: Usage, prompt: Prompt) -> Usage:
+    """The engine's prompt count where it gave one (an upstream's own, where r1serve only
+    estimated), else r1serve's."""
+    return usage if usage.prompt_tokens else replace(usage, prompt_tokens=len(prompt.token_ids))
 
 
 def usage_info(usage: Usage) -> UsageInfo:
