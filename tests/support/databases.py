@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,8 @@ POSTGRES_HOST = "127.0.0.1:5432"
 POSTGRES_USERS = ("postgres", "root")
 
 
-def _postgres_admin_url() -> str:
-    """A URL that reaches the local PostgreSQL's `test` database, or a failure that says why."""
+def find_postgres() -> tuple[str | None, list[str]]:
+    """A URL that reaches the local PostgreSQL's `test` database (or None), and why not."""
     import sqlalchemy
 
     errors: list[str] = []
@@ -29,28 +30,36 @@ def _postgres_admin_url() -> str:
         engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
         try:
             with engine.connect():
-                return url
+                return url, errors
         except sqlalchemy.exc.OperationalError as exc:
             errors.append(f"{user}: {str(exc).splitlines()[0]}")
         finally:
             engine.dispose()
-    pytest.fail(
-        f"PostgreSQL at {POSTGRES_HOST} (database 'test', trust auth) does not answer; the "
-        "storage and auth tests need it. Start it, or deselect with -m 'not postgres'. "
-        + "; ".join(errors),
-        pytrace=False,
-    )
+    return None, errors
 
 
-@pytest.fixture(scope="session")
-def postgres_run_url() -> Iterator[str]:
-    """A database of its own for this test run, dropped at the end."""
+def _postgres_admin_url() -> str:
+    """A URL that reaches the local PostgreSQL's `test` database, or a failure that says why."""
+    url, errors = find_postgres()
+    if url is None:
+        pytest.fail(
+            f"PostgreSQL at {POSTGRES_HOST} (database 'test', trust auth) does not answer; the "
+            "storage and auth tests need it. Start it, or deselect with -m 'not postgres'. "
+            + "; ".join(errors),
+            pytrace=False,
+        )
+    return url
+
+
+@contextmanager
+def fresh_postgres_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """The URL of a new, empty database named ``prefix`` + random hex, dropped (with its
+    connections) at the end."""
     import secrets
 
     import sqlalchemy
 
-    admin_url = _postgres_admin_url()
-    name = f"r1serve_test_{os.getpid()}_{secrets.token_hex(4)}"
+    name = f"{prefix}_{secrets.token_hex(6)}"
     admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
@@ -60,6 +69,13 @@ def postgres_run_url() -> Iterator[str]:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_run_url() -> Iterator[str]:
+    """A database of its own for this test run, dropped at the end."""
+    with fresh_postgres_database(_postgres_admin_url(), f"r1serve_test_{os.getpid()}") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

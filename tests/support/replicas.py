@@ -13,9 +13,9 @@ from contextlib import contextmanager
 
 import pytest
 
+from support.databases import POSTGRES_HOST, find_postgres, fresh_postgres_database
+
 REDIS_URL = "redis://127.0.0.1:6379/0"
-POSTGRES_HOST = "127.0.0.1:5432"
-POSTGRES_USERS = ("postgres", "root")
 
 
 def redis_url_or_skip() -> str:
@@ -61,36 +61,15 @@ def redis_prefix() -> Iterator[tuple[str, str]]:
 
 
 def _postgres_admin_url_or_skip() -> str:
-    import sqlalchemy
-
-    errors: list[str] = []
-    for user in POSTGRES_USERS:
-        url = f"postgresql+psycopg://{user}@{POSTGRES_HOST}/test"
-        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
-        try:
-            with engine.connect():
-                return url
-        except sqlalchemy.exc.OperationalError as exc:
-            errors.append(f"{user}: {str(exc).splitlines()[0]}")
-        finally:
-            engine.dispose()
-    pytest.skip(f"PostgreSQL at {POSTGRES_HOST} does not answer; the replica tests need it. "
-                + "; ".join(errors))  # fmt: skip
+    url, errors = find_postgres()
+    if url is None:
+        pytest.skip(f"PostgreSQL at {POSTGRES_HOST} does not answer; the replica tests need it. "
+                    + "; ".join(errors))  # fmt: skip
+    return url
 
 
 @contextmanager
 def fresh_postgres() -> Iterator[str]:
     """The URL of a new, empty PostgreSQL database, dropped (with its connections) at the end."""
-    import sqlalchemy
-
-    admin_url = _postgres_admin_url_or_skip()
-    name = f"r1serve_replicas_{secrets.token_hex(6)}"
-    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with fresh_postgres_database(_postgres_admin_url_or_skip(), "r1serve_replicas") as url:
+        yield url
