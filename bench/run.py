@@ -59,10 +59,14 @@ SERVERS = (
     "llamacpp-server",
     "llama-cpp-python",
     "reference",
+    "r1serve-llamacpp-defaults",
+    "r1serve-transformers-defaults",
     "transformers-cb",
 )
-DEFAULT_SERVERS = SERVERS[:-1]  # issue #9's five; transformers-cb when named
-GGUF_SERVERS = frozenset({"r1serve-llamacpp", "llamacpp-server", "llama-cpp-python"})
+DEFAULT_SERVERS = SERVERS[:-1]  # issue #9's servers; transformers-cb when named
+GGUF_SERVERS = frozenset(
+    {"r1serve-llamacpp", "llamacpp-server", "llama-cpp-python", "r1serve-llamacpp-defaults"}
+)
 GREEDY_TOKENS = 32
 
 
@@ -82,6 +86,11 @@ def server_specs(gguf: Path | None, hf: Path, args: argparse.Namespace) -> dict[
     slots = ["--max-num-seqs", str(args.slots), "--max-model-len", str(args.ctx_per_slot)]
     specs = {
         "r1serve-transformers": r1serve_spec(hf, args.threads, *slots, name="r1serve-transformers"),
+        # make run's own plan (slots and context from the model and memory): resident memory
+        # as a user gets it, issue #9's memory target.
+        "r1serve-transformers-defaults": r1serve_spec(
+            hf, args.threads, name="r1serve-transformers-defaults"
+        ),
         "reference": reference_spec(hf, args.threads),
         "transformers-cb": transformers_spec(hf),
     }
@@ -92,6 +101,9 @@ def server_specs(gguf: Path | None, hf: Path, args: argparse.Namespace) -> dict[
         specs |= {
             "r1serve-llamacpp": r1serve_spec(
                 gguf, args.threads, *slots, engine="llamacpp", name="r1serve-llamacpp"
+            ),
+            "r1serve-llamacpp-defaults": r1serve_spec(
+                gguf, args.threads, engine="llamacpp", name="r1serve-llamacpp-defaults"
             ),
             "llamacpp-server": llamacpp_server_spec(
                 gguf, args.threads, args.slots, args.ctx_per_slot

@@ -18,7 +18,7 @@ from typing import Any
 import xllamacpp  # at import: the registry's available() asks whether the binding is here
 
 from r1serve.engine.built import BuiltEngine
-from r1serve.engine.kv import CPU, KVPlan, plan_kv
+from r1serve.engine.kv import CPU, KVPlan, available_memory, plan_kv
 from r1serve.engine.llamacpp.engine import LlamaCppEngine
 from r1serve.engine.llamacpp.held import TokenPieces
 from r1serve.engine.source import ModelSource
@@ -34,6 +34,13 @@ _TURN_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 # Slots on a CPU unless --max-num-seqs says otherwise: llama.cpp reserves (and clears) every
 # slot's KV cache at start-up, and a few cores gain little from more parallel sequences.
 CPU_SLOTS = 4
+# On a CPU the KV cache defaults to at most this many times the weights' size (but never less
+# than CPU_SLOTS x CPU_MIN_SLOT_TOKENS): llama.cpp makes the whole reservation resident at
+# start-up, and a 30%-of-RAM plan gave a 90 MB model 720 MiB of cache and a 1.1 GB R1 distill
+# 6.8 GB. --max-model-len or --kv-cache-tokens plan from free memory as before.
+CPU_KV_PER_WEIGHT = 2
+CPU_MIN_SLOT_TOKENS = 2048
+MIB = 1024**2
 # Bytes per cached element: f16, and llama.cpp's 32-element blocks with one f16 scale.
 _KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
@@ -107,6 +114,32 @@ def context_length(shape: GGUFShape, max_model_len: int | None, name: str) -> in
     return max_model_len
 
 
+def cpu_budget(
+    settings: Settings, weights_bytes: int, per_token: int, context: int
+) -> tuple[int, str] | None:
+    """The default KV budget on a CPU (None: free memory decides, as on a GPU or when the
+    context or the cache size was given)."""
+    if settings.max_model_len is not None or settings.kv_cache_tokens is not None:
+        return None
+    slots = settings.max_num_seqs or CPU_SLOTS
+    floor = slots * min(context, CPU_MIN_SLOT_TOKENS) * per_token
+    cap = max(CPU_KV_PER_WEIGHT * weights_bytes, floor)
+    free, source = available_memory(CPU)
+    if free <= cap:
+        return free, source
+    return cap, (
+        f"the CPU default of {CPU_KV_PER_WEIGHT}x the {weights_bytes / MIB:.0f} MiB of weights "
+        f"(at least {slots} x {min(context, CPU_MIN_SLOT_TOKENS)} tokens; "
+        "--max-model-len or --kv-cache-tokens for more)"
+    )
+
+
+def prompt_cache_mib(plan: KVPlan) -> int:
+    """llama.cpp's host-memory prompt cache (slot states kept when a slot is reused, for a
+    conversation's next turn): one slot's context, not llama.cpp's default 8 GiB."""
+    return max(1, -(-plan.max_seq_len * plan.bytes_per_token // MIB))
+
+
 def server_params(path: Path, plan: KVPlan, settings: Settings, layers: int, api_key: str) -> Any:
     """llama.cpp's settings for r1serve's plan: n_parallel slots of max_seq_len tokens each."""
     params = xllamacpp.CommonParams()
@@ -117,6 +150,7 @@ def server_params(path: Path, plan: KVPlan, settings: Settings, layers: int, api
     params.ctx_shift = False  # never drop context silently; r1serve bounds max_tokens instead
     params.cont_batching = True
     params.cache_prompt = True
+    params.cache_ram_mib = prompt_cache_mib(plan)
     params.n_predict = -1
     if settings.max_prefill_tokens is not None:
         params.n_batch = settings.max_prefill_tokens
@@ -192,6 +226,7 @@ def build_llamacpp(settings: Settings, source: ModelSource) -> BuiltEngine:
 
         if torch.cuda.is_available():
             device = torch.device("cuda")
+    cpu_default = cpu_budget(settings, path.stat().st_size, per_token, context)
     plan = plan_kv(
         per_token=per_token,
         formula=formula,
@@ -199,6 +234,7 @@ def build_llamacpp(settings: Settings, source: ModelSource) -> BuiltEngine:
         device=device,
         max_slots=settings.max_num_seqs or (None if gpu and layers != 0 else CPU_SLOTS),
         kv_cache_tokens=settings.kv_cache_tokens,
+        budget=cpu_default if device.type == "cpu" else None,
     )
     api_key = secrets.token_urlsafe(32)
     server = xllamacpp.Server(server_params(path, plan, settings, layers, api_key))
@@ -225,6 +261,6 @@ def build_llamacpp(settings: Settings, source: ModelSource) -> BuiltEngine:
         f"model {engine.model_name} from {path} (llama.cpp {xllamacpp.__version__}, "
         f"KV {settings.kv_cache_dtype}, GPU layers {'all that fit' if layers < 0 else layers}, "
         f"context {context}, loaded in {seconds:.1f} s)",
-        plan.derivation,
+        f"{plan.derivation}; prompt cache in RAM up to {prompt_cache_mib(plan)} MiB",
     )
     return BuiltEngine(engine, source, summary)
