@@ -85,7 +85,10 @@ class Settings(BaseSettings):
         None, gt=0, description="Most sequences decoded together; default from free memory."
     )
     kv_cache_tokens: int | None = Field(
-        None, gt=0, description="Total tokens the KV cache holds; default from free memory."
+        None,
+        gt=0,
+        description="Total tokens the KV cache holds; default from free memory (the llamacpp "
+        "engine on a CPU: at most twice the weights' size, at least 4 x 2048 tokens).",
     )
     max_waiting: int | None = Field(
         None,
