@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import socket
 import tempfile
 import time
@@ -24,6 +25,8 @@ import httpx
 import uvicorn
 
 from r1serve.api.app import create_app
+from r1serve.api.protocol import HeaderTimeoutProtocol
+from r1serve.api.server import DrainingServer
 from r1serve.engine.fake import FakeEngine, FakeReply
 from r1serve.engine.transformers.scheduler import SchedulerConfig
 from r1serve.settings import Settings
@@ -39,7 +42,11 @@ def _run_server(port: int, max_prompt_chars: int | None) -> None:
         _env_file=None, auth=False, data_dir=data, max_prompt_chars=max_prompt_chars
     )
     engine = FakeEngine(STREAM, max_slots=4, scheduler_config=SchedulerConfig(max_waiting=4))
-    uvicorn.run(create_app(settings, engine), port=port, log_level="error")
+    # uvicorn as `r1serve serve` runs it (its protocol, its server class), with the fake engine.
+    config = uvicorn.Config(
+        create_app(settings, engine), port=port, log_level="error", http=HeaderTimeoutProtocol
+    )
+    DrainingServer(config, freeze_gc=not os.environ.get("R1SERVE_BENCH_NO_FREEZE")).run()
 
 
 def _serve(max_prompt_chars: int | None) -> tuple[multiprocessing.Process, str]:

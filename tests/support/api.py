@@ -66,7 +66,8 @@ class LiveServer:
             timeout_keep_alive=5,
             timeout_graceful_shutdown=10,
         )
-        self.server = DrainingServer(config)
+        # A test process is not only this server: its objects stay with the garbage collector.
+        self.server = DrainingServer(config, freeze_gc=False)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:
