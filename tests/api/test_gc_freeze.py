@@ -17,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from r1serve.api import server as server_module
-from r1serve.api.server import DrainingServer, freeze_startup_objects
+from r1serve.api.server import DrainingServer, freeze_startup_objects, release_free_heap
 from support.api import free_port
 
 
@@ -30,6 +30,16 @@ def test_freezing_leaves_nothing_for_a_full_pass_to_walk() -> None:
         assert tracked < 10_000, tracked  # the full pass no longer sees them
     finally:
         gc.unfreeze()
+
+
+def test_freed_heap_goes_back_to_the_system() -> None:
+    import psutil
+
+    blocks = [bytearray(64 * 1024 - 64) for _ in range(2_000)]  # ~128 MB on glibc's heap
+    del blocks
+    before = psutil.Process().memory_info().rss
+    assert release_free_heap()  # glibc (Linux), as on every machine r1serve is tested on
+    assert psutil.Process().memory_info().rss <= before
 
 
 @pytest.mark.parametrize("freeze", [True, False])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import ipaddress
 import logging
@@ -132,9 +134,25 @@ def freeze_startup_objects() -> None:
     """Keep what start-up made (modules, schemas, routes, the model's tokenizer: some 300,000
     objects) out of the cyclic garbage collector's full passes. Each pass walked them all, 150-210
     ms on this project's 2-core machine, with the event loop stopped: every stream,
-    /health and the next 503 waited for it. What refcounting frees is freed as before."""
+    /health and the next 503 waited for it. What refcounting frees is freed as before.
+    Then the heap that loading freed (the GGUF's vocabulary tables, parsed once) goes back to
+    the system: about 30 MiB of resident memory with the embedded model."""
     gc.collect()
     gc.freeze()
+    release_free_heap()
+
+
+def release_free_heap() -> bool:
+    """glibc's malloc_trim(0): free heap pages back to the system (False where there is none)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return False
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 class DrainingServer(uvicorn.Server):
