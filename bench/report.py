@@ -199,7 +199,13 @@ def markdown(results: dict[str, Any]) -> str:
     """The whole report: setup, side-by-side table, targets, greedy check."""
     s = results["settings"]
     m = results["machine"]
-    loop = results["engine_loop"]
+    loop = results.get("engine_loop")
+    loop_line = (
+        f"Raw engine loop (no HTTP, 1 stream): {loop['output_tokens_per_s']:.1f} tok/s, "
+        f"median prefill {loop['prefill_s_median'] * 1000:.0f} ms."
+        if loop
+        else "Raw engine loop: not run (--no-engine-loop)."
+    )
     lines = [
         f"# r1serve side-by-side benchmark, {results['date']}"
         + (" (QUICK: smoke run, not a result)" if s["quick"] else ""),
@@ -217,8 +223,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *side_by_side(results),
         "",
-        f"Raw engine loop (no HTTP, 1 stream): {loop['output_tokens_per_s']:.1f} tok/s, "
-        f"median prefill {loop['prefill_s_median'] * 1000:.0f} ms.",
+        loop_line,
         "",
         "## Targets",
         "",

@@ -215,6 +215,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--prompts", default="chat")
     parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS))
     parser.add_argument("--no-soak", dest="soak", action="store_false")
+    parser.add_argument(
+        "--no-engine-loop",
+        dest="engine_loop",
+        action="store_false",
+        help="skip the raw transformers engine loop (minutes on a 1.5B model in float32)",
+    )
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument(
@@ -266,7 +272,8 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        results["engine_loop"] = engine_loop(model, args, tmp)
+        if args.engine_loop:
+            results["engine_loop"] = engine_loop(model, args, tmp)
         for name in args.servers:
             if name not in specs:
                 results["servers"][name] = {"error": f"{name} needs a GGUF (--model X.gguf)"}
