@@ -1,8 +1,9 @@
 """Greedy output of r1serve's llama.cpp engine against llama.cpp's own server (issue #9).
 
 Both serve the same GGUF with the same slots; the first chat prompt is asked with temperature 0,
-EOS ignored, for ``--tokens`` tokens (default 64, the issue's check), and the two replies must
-be the same text and token count. A correctness check, not a timing: it may run on a busy machine.
+EOS ignored, for ``--tokens`` tokens (default 64, the issue's check), and the two replies
+(reasoning, then answer) must be the same text. A correctness check, not a timing: it may run
+on a busy machine.
 
     python -m bench.greedy [--model FILE.gguf] [--tokens 64]
 """
@@ -17,20 +18,8 @@ from pathlib import Path
 import httpx
 
 from bench.convert_gguf import default_gguf
+from bench.run import greedy_text
 from bench.servers import ServerProcess, llamacpp_server_spec, r1serve_spec
-from r1serve.client.bench import load_prompts
-
-
-def reply(server: ServerProcess, tokens: int) -> tuple[str, int]:
-    model = httpx.get(f"{server.url}/v1/models", timeout=30).json()["data"][0]["id"]
-    body = {"model": model, "messages": list(load_prompts("chat")[0].messages),
-            "max_tokens": tokens, "temperature": 0, "ignore_eos": True}  # fmt: skip
-    done = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=1200)
-    done.raise_for_status()
-    answer = done.json()
-    message = answer["choices"][0]["message"]
-    text = (message.get("reasoning_content") or "") + "|" + str(message["content"] or "")
-    return text, int(answer["usage"]["completion_tokens"])
 
 
 def main() -> None:
@@ -50,9 +39,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as logs:
         for spec in specs:
             with ServerProcess(spec, threads=args.threads, log_dir=Path(logs)) as server:
-                replies[spec.name] = reply(server, args.tokens)
-    for name, (text, count) in replies.items():
-        print(f"{name}: {count} tokens: {text!r}")
+                model = httpx.get(f"{server.url}/v1/models", timeout=30).json()["data"][0]["id"]
+                replies[spec.name] = greedy_text(server.url, model, args.tokens, ignore_eos=True)
+    for name, text in replies.items():
+        print(f"{name}: {text!r}")
     same = len(set(replies.values())) == 1
     print("identical" if same else "DIFFERENT")
     sys.exit(0 if same else 1)

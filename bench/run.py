@@ -139,11 +139,14 @@ def requests_at(concurrency: int, args: argparse.Namespace) -> int:
     return int(args.requests or max(8, 2 * concurrency))
 
 
-def greedy_text(url: str, model_id: str) -> str:
-    """The reply to the first chat prompt, greedy, EOS honoured (reasoning, then answer)."""
+def greedy_text(
+    url: str, model_id: str, tokens: int = GREEDY_TOKENS, *, ignore_eos: bool = False
+) -> str:
+    """The reply to the first chat prompt, greedy, EOS honoured unless ``ignore_eos``
+    (reasoning, then answer)."""
     prompt = load_prompts("chat")[0]
-    body = {"model": model_id, "messages": list(prompt.messages), "max_tokens": GREEDY_TOKENS,
-            "temperature": 0}  # fmt: skip
+    body = {"model": model_id, "messages": list(prompt.messages), "max_tokens": tokens,
+            "temperature": 0, **({"ignore_eos": True} if ignore_eos else {})}  # fmt: skip
     response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=600)
     response.raise_for_status()
     message = response.json()["choices"][0]["message"]

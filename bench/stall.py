@@ -6,6 +6,9 @@ twice the admission limit, how fast the excess gets its 503. Targets: gap < 200 
 p99 < 100 ms, 503 p99 < 100 ms.
 
     python -m bench.stall [--max-prompt-chars N]
+
+The server runs as ``r1serve serve`` runs it (DrainingServer, which freezes start-up's objects
+out of the garbage collector); ``R1SERVE_BENCH_NO_FREEZE=1`` leaves them in, for an A/B.
 """
 
 from __future__ import annotations

@@ -226,7 +226,11 @@ def build_llamacpp(settings: Settings, source: ModelSource) -> BuiltEngine:
 
         if torch.cuda.is_available():
             device = torch.device("cuda")
-    cpu_default = cpu_budget(settings, path.stat().st_size, per_token, context)
+    budget = (
+        cpu_budget(settings, path.stat().st_size, per_token, context)
+        if device.type == "cpu"
+        else None
+    )
     plan = plan_kv(
         per_token=per_token,
         formula=formula,
@@ -234,7 +238,7 @@ def build_llamacpp(settings: Settings, source: ModelSource) -> BuiltEngine:
         device=device,
         max_slots=settings.max_num_seqs or (None if gpu and layers != 0 else CPU_SLOTS),
         kv_cache_tokens=settings.kv_cache_tokens,
-        budget=cpu_default if device.type == "cpu" else None,
+        budget=budget,
     )
     api_key = secrets.token_urlsafe(32)
     server = xllamacpp.Server(server_params(path, plan, settings, layers, api_key))
