@@ -3,11 +3,13 @@ session; at an empty prompt it quits. Piped, stdout holds only the answer."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
 
 import pexpect
+import pytest
 
 from r1serve.engine.fake import FakeReply
 from support.api import LiveServer, wait_for
@@ -16,11 +18,17 @@ Start = Callable[..., LiveServer]
 ENDLESS = FakeReply(chunks=[f"w{i} " for i in range(2000)], delay_s=0.02)
 
 
-def test_ctrl_c_stops_the_reply_on_the_server_and_keeps_the_session(live_server: Start) -> None:
+# SIG_IGN: started by a process that ignores SIGINT (a script's `cmd &`, and so every test run
+# started that way); Python would then never raise KeyboardInterrupt.
+@pytest.mark.parametrize("inherited", [signal.SIG_DFL, signal.SIG_IGN], ids=["default", "ignored"])
+def test_ctrl_c_stops_the_reply_on_the_server_and_keeps_the_session(
+    live_server: Start, inherited: signal.Handlers
+) -> None:
     server = live_server([ENDLESS, "<think>hm</think>second answer"])
     child = pexpect.spawn(
         sys.executable, ["-m", "r1serve", "chat", "--url", server.url],
         encoding="utf-8", timeout=60, dimensions=(40, 120),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, inherited),
     )  # fmt: skip
     try:
         child.expect("> ")

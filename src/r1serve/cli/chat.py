@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -47,6 +49,7 @@ def chat(
     """
     from r1serve.client.chat import ChatSession, LocalBackend, Piece, RemoteBackend
 
+    _take_ctrl_c()
     console = Console(highlight=False)
     notes = Console(stderr=True, highlight=False)
     piped = not console.is_terminal
@@ -105,6 +108,18 @@ def chat(
         fail(exc)
     except KeyboardInterrupt:
         console.print()
+
+
+def _take_ctrl_c() -> None:
+    """Ctrl+C stops a reply even when this process was started with SIGINT ignored.
+
+    A command a script starts in the background (``cmd &``) ignores SIGINT, and passes that on
+    to every process it starts (a test runner's children too); Python then never raises
+    KeyboardInterrupt and a reply would run to its end. In a terminal, Ctrl+C comes from the
+    user at the keyboard, so take it back.
+    """
+    if sys.stdin.isatty() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _local_service(model: str | None) -> Any:
