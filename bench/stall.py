@@ -74,13 +74,22 @@ def _p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
 
 
-def _send_big_prompts(url: str, count: int, results: Any) -> None:
+def _send_big_prompts(url: str, count: int, go: Any, results: Any) -> None:
     """The eight 4 MB prompts, from their own process: encoding and sending 32 MB must not
-    stall the loop that times the stream and ``/health`` (as a prober is its own process)."""
+    stall the loop that times the stream and ``/health`` (as a prober is its own process).
+
+    The process starts, encodes its body and opens its connections before the measurement,
+    then waits for ``go``: the window holds the server's work, not a Python start-up's imports
+    competing for the two cores.
+    """
     body = json.dumps({"messages": [{"role": "user", "content": "x" * BIG}]}).encode()
 
     async def send() -> list[int]:
-        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+        limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
+        async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+            await asyncio.gather(*(http.get("/health") for _ in range(count)))
+            results.put("ready")
+            await asyncio.to_thread(go.wait)
 
             async def one() -> int:
                 response = await http.post(
@@ -90,11 +99,12 @@ def _send_big_prompts(url: str, count: int, results: Any) -> None:
                 )
                 return response.status_code
 
-            return list(await asyncio.gather(*(one() for _ in range(count))))
+            started = time.perf_counter()
+            statuses = list(await asyncio.gather(*(one() for _ in range(count))))
+            results.put((statuses, time.perf_counter() - started))
+            return statuses
 
-    started = time.perf_counter()
-    statuses = asyncio.run(send())
-    results.put((statuses, time.perf_counter() - started))
+    asyncio.run(send())
 
 
 async def _big_prompts(url: str) -> dict[str, Any]:
@@ -121,13 +131,17 @@ async def _big_prompts(url: str) -> dict[str, Any]:
                 health.append(time.perf_counter() - start)
                 await asyncio.sleep(0.01)
 
+        spawn = multiprocessing.get_context("spawn")  # a fresh process, not a fork of this loop
+        results: Any = spawn.Queue()
+        go: Any = spawn.Event()
+        sender = spawn.Process(target=_send_big_prompts, args=(url, 8, go, results))
+        sender.start()
+        if await asyncio.to_thread(results.get, True, 120) != "ready":
+            raise RuntimeError("the prompt sender did not start")
         streamer = asyncio.create_task(stream())
         poller = asyncio.create_task(poll_health())
         await asyncio.sleep(0.5)
-        spawn = multiprocessing.get_context("spawn")  # a fresh process, not a fork of this loop
-        results: Any = spawn.Queue()
-        sender = spawn.Process(target=_send_big_prompts, args=(url, 8, results))
-        sender.start()
+        go.set()
         statuses, elapsed = await asyncio.to_thread(results.get)
         await asyncio.to_thread(sender.join, 30)
         await asyncio.sleep(0.3)
