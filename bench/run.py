@@ -184,18 +184,22 @@ def bench_server(spec: ServerSpec, args: argparse.Namespace, tmp: Path) -> dict[
     started = time.monotonic()
     print(f"== {spec.name}", file=sys.stderr, flush=True)
     with ServerProcess(spec, threads=args.threads, log_dir=args.log_dir) as server:
-        result["command"] = shlex.join(server.command)
-        result["startup_s"] = time.monotonic() - started
-        model_id = httpx.get(f"{server.url}/v1/models", timeout=10).json()["data"][0]["id"]
-        result["model_id"] = model_id
-        result["greedy_text"] = text = greedy_text(server.url, model_id)
-        if args.first_text is None:
-            args.first_text = (spec.name, text)
-        elif text != args.first_text[1]:
-            print(f"WARNING: greedy text of {spec.name} differs from {args.first_text[0]}:\n"
-                  f"  {text!r}\n  {args.first_text[1]!r}", file=sys.stderr)  # fmt: skip
-        result["levels"], result["notes"] = sweep(server, model_id, args, tmp)
-        result["rss_after_bytes"] = server.rss_bytes()
+        try:
+            result["command"] = shlex.join(server.command)
+            result["startup_s"] = time.monotonic() - started
+            model_id = httpx.get(f"{server.url}/v1/models", timeout=10).json()["data"][0]["id"]
+            result["model_id"] = model_id
+            result["greedy_text"] = text = greedy_text(server.url, model_id)
+            if args.first_text is None:
+                args.first_text = (spec.name, text)
+            elif text != args.first_text[1]:
+                print(f"WARNING: greedy text of {spec.name} differs from {args.first_text[0]}:\n"
+                      f"  {text!r}\n  {args.first_text[1]!r}", file=sys.stderr)  # fmt: skip
+            result["levels"], result["notes"] = sweep(server, model_id, args, tmp)
+            result["rss_after_bytes"] = server.rss_bytes()
+        except (RuntimeError, httpx.HTTPError, KeyError, ValueError) as exc:
+            time.sleep(0.5)  # a crashed server's exit status is there a moment after its socket
+            raise RuntimeError(f"{exc}{server.exit_note()}") from exc
     return result
 
 

@@ -112,6 +112,14 @@ class ServerProcess:
             proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
         )
 
+    def exit_note(self) -> str:
+        """`` (it exited with ...; log ...)`` once the server has exited, else ``""``."""
+        code = None if self.process is None else self.process.poll()
+        if code is None:
+            return ""
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+        return f" (the server exited with {how}; log {self.log_path})"
+
     def log_tail(self, lines: int = 15) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
