@@ -19,7 +19,7 @@ import httpx
 
 from bench.convert_gguf import default_gguf
 from bench.run import greedy_text
-from bench.servers import ServerProcess, llamacpp_server_spec, r1serve_spec
+from bench.servers import ServerProcess, llamacpp_pair
 
 
 def main() -> None:
@@ -30,11 +30,7 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=16)
     args = parser.parse_args()
     gguf = (args.model or default_gguf()).resolve()
-    specs = [
-        r1serve_spec(gguf, args.threads, "--max-num-seqs", str(args.slots), "--max-model-len",
-                     "2048", engine="llamacpp", name="r1serve-llamacpp"),
-        llamacpp_server_spec(gguf, args.threads, args.slots, 2048),
-    ]  # fmt: skip
+    specs = llamacpp_pair(gguf, args.threads, args.slots)
     replies = {}
     with tempfile.TemporaryDirectory() as logs:
         for spec in specs:

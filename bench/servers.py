@@ -210,6 +210,16 @@ def llamacpp_server_spec(gguf: Path, threads: int, slots: int, ctx_per_slot: int
     )  # fmt: skip
 
 
+def llamacpp_pair(gguf: Path, threads: int, slots: int) -> list[ServerSpec]:
+    """r1serve's llama.cpp engine and llama.cpp's own server on ``gguf``, the same slots of
+    2048 tokens each (bench.greedy and bench.thread_cpu compare the two)."""
+    return [
+        r1serve_spec(gguf, threads, "--max-num-seqs", str(slots), "--max-model-len", "2048",
+                     engine="llamacpp", name="r1serve-llamacpp"),
+        llamacpp_server_spec(gguf, threads, slots, 2048),
+    ]  # fmt: skip
+
+
 # llama-cpp-python compiles llama.cpp when installed (minutes), so it lives in its own venv and
 # never in r1serve's dependencies: see docs/benchmarks.md.
 LLAMA_CPP_PYTHON_VENV = ROOT / "bench" / ".cache" / "llama-cpp-python-venv"

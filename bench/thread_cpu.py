@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from bench.convert_gguf import default_gguf
-from bench.servers import ServerProcess, ServerSpec, llamacpp_server_spec, r1serve_spec
+from bench.servers import ServerProcess, ServerSpec, llamacpp_pair
 
 PROMPT = "Tell me a long story about a lighthouse keeper."
 
@@ -98,11 +98,7 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=16)
     args = parser.parse_args()
     gguf = (args.model or default_gguf()).resolve()
-    specs = [
-        r1serve_spec(gguf, args.threads, "--max-num-seqs", str(args.slots), "--max-model-len",
-                     "2048", engine="llamacpp", name="r1serve-llamacpp"),
-        llamacpp_server_spec(gguf, args.threads, args.slots, 2048),
-    ]  # fmt: skip
+    specs = llamacpp_pair(gguf, args.threads, args.slots)
     with tempfile.TemporaryDirectory() as logs:
         splits = [measure(spec, args, Path(logs)) for spec in specs]
     print(f"{gguf.name}: {args.requests} x {args.tokens} tokens, one stream at a time, "
