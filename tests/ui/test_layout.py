@@ -173,6 +173,8 @@ def test_keyboard_shortcuts(chat: ChatPage) -> None:
     chat.server.replies.set(FakeReply(chunks=[f"w{i} " for i in range(400)], delay_s=0.05))
     chat.send("long")
     expect(page.locator(".chat")).to_have_attribute("data-state", "streaming")
+    # the copy below needs the start of the answer: stop only once it is on the page
+    expect(page.locator(".message.assistant").last).to_contain_text("w0 w1 ")
     page.locator(".messages").click()
     page.keyboard.press("Escape")
     chat.wait_idle()
