@@ -198,7 +198,6 @@ def bench_server(spec: ServerSpec, args: argparse.Namespace, tmp: Path) -> dict[
             result["levels"], result["notes"] = sweep(server, model_id, args, tmp)
             result["rss_after_bytes"] = server.rss_bytes()
         except (RuntimeError, httpx.HTTPError, KeyError, ValueError) as exc:
-            time.sleep(0.5)  # a crashed server's exit status is there a moment after its socket
             raise RuntimeError(f"{exc}{server.exit_note()}") from exc
     return result
 

@@ -113,9 +113,13 @@ class ServerProcess:
         )
 
     def exit_note(self) -> str:
-        """`` (it exited with ...; log ...)`` once the server has exited, else ``""``."""
-        code = None if self.process is None else self.process.poll()
-        if code is None:
+        """`` (it exited with ...; log ...)`` if the server has exited or does within half a
+        second (a crashed server's status comes a moment after its socket closes), else ``""``."""
+        if self.process is None:
+            return ""
+        try:
+            code = self.process.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
             return ""
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
         return f" (the server exited with {how}; log {self.log_path})"

@@ -84,7 +84,7 @@ def _send_big_prompts(url: str, count: int, go: Any, results: Any) -> None:
     """
     body = json.dumps({"messages": [{"role": "user", "content": "x" * BIG}]}).encode()
 
-    async def send() -> list[int]:
+    async def send() -> None:
         limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
         async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
             await asyncio.gather(*(http.get("/health") for _ in range(count)))
@@ -102,7 +102,6 @@ def _send_big_prompts(url: str, count: int, go: Any, results: Any) -> None:
             started = time.perf_counter()
             statuses = list(await asyncio.gather(*(one() for _ in range(count))))
             results.put((statuses, time.perf_counter() - started))
-            return statuses
 
     asyncio.run(send())
 
