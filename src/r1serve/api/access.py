@@ -37,25 +37,36 @@ class Lease:
         self.reason: str | None = None
         self._error: R1ServeError | None = None
         self._watch = watch
-        self._revoked = asyncio.Event()
+        self._revoked = False
+        self._callbacks: list[Callable[[], None]] = []
 
     @property
     def revoked(self) -> bool:
-        return self._revoked.is_set()
+        return self._revoked
 
     def revoke(self, reason: str) -> None:
-        if not self._revoked.is_set():
+        """End the lease (on the event loop); its callbacks run now, once."""
+        if not self._revoked:
             self.reason = reason
-            self._revoked.set()
+            self._revoked = True
+            callbacks, self._callbacks = self._callbacks, []
+            for callback in callbacks:
+                callback()
 
-    async def wait(self) -> str:
-        """Wait until the lease is revoked; the reason."""
-        await self._revoked.wait()
-        return self.reason or "access ended"
+    def add_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the lease is revoked (at once if it already is)."""
+        if self._revoked:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def remove_callback(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
 
     def end(self, error: R1ServeError) -> None:
         """End the work for another reason than access: it fails with ``error``."""
-        if not self._revoked.is_set():
+        if not self._revoked:
             self._error = error
         self.revoke(error.message)
 
@@ -143,40 +154,53 @@ class AccessWatch:
                 log.warning("re-checking callers failed: %s", exc)
 
 
-async def _finished(step: asyncio.Future[Any]) -> None:
-    """Wait until a cancelled step has really ended (its streams closed), even while this task
-    is being cancelled itself (anyio's cancellation would cut the wait short)."""
-    with anyio.CancelScope(shield=True), contextlib.suppress(BaseException):
-        await step
+class _Wait:
+    """The task waiting for ``revocable``'s next item, and whether a revocation cut it short."""
+
+    __slots__ = ("interrupted", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None
+        self.interrupted = False
+
+    def interrupt(self) -> None:
+        task = self.task
+        # Never the running task itself (it is not waiting): its next check ends it.
+        if task is not None and not self.interrupted and task is not asyncio.current_task():
+            self.interrupted = True
+            task.cancel()
 
 
 async def revocable(items: AsyncIterator[T], lease: Lease) -> AsyncIterator[T]:
-    """``items`` until the lease is revoked, then AccessRevokedError; closing closes ``items``.
+    """``items`` until the lease is revoked, then the lease's error; closing closes ``items``.
 
-    Each item is awaited in its own task raced against the revocation, so a stream that waits
-    for its next token (queued, or a slow model) still ends at once.
+    Nothing is added per item but a flag check: while the consumer waits for the next item
+    (queued, or a slow model), a revocation cancels that wait in the consumer's own task (and
+    only that wait), so a waiting stream still ends at once; a busy one ends at its next item.
     """
-    waiter = asyncio.ensure_future(lease.wait())
-    step: asyncio.Future[T] | None = None
+    wait = _Wait()
+    lease.add_callback(wait.interrupt)
     try:
         while True:
-            step = asyncio.ensure_future(anext(items))
-            await asyncio.wait({step, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if waiter.done():  # also when an item is ready: a busy stream must end too
-                step.cancel()  # leaving the engine's stream aborts the request
-                await _finished(step)
+            if lease.revoked:  # also when items are ready: a busy stream must end too
                 raise lease.error()
+            wait.task = asyncio.current_task()
             try:
-                item = step.result()
+                item = await anext(items)
             except StopAsyncIteration:
                 return
-            step = None
+            except asyncio.CancelledError:
+                if wait.interrupted and wait.task is not None and wait.task.uncancel() == 0:
+                    raise lease.error() from None  # our cancel alone: the revocation
+                raise
+            finally:
+                wait.task = None
+            if wait.interrupted:  # the wait swallowed our cancel: take it back, then end
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                raise lease.error()
             yield item
     finally:
-        waiter.cancel()
-        if step is not None and not step.done():
-            step.cancel()
-            await _finished(step)
+        lease.remove_callback(wait.interrupt)
         lease.release()
         close = getattr(items, "aclose", None)
         if close is not None:

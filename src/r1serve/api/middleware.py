@@ -139,9 +139,12 @@ class SecurityHeadersMiddleware:
             return
 
         static = scope["path"].startswith("/static/")
+        started = False
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = MutableHeaders(scope=message)
                 if static:  # revalidate (cheap, ETag) so an upgrade never mixes old modules
                     headers["Cache-Control"] = "no-cache"
@@ -151,15 +154,8 @@ class SecurityHeadersMiddleware:
                 headers["Referrer-Policy"] = "no-referrer"
             await send(message)
 
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send_with_headers(message)
-
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, send_with_headers)
         except HTTPException:  # a body over the limit: BodyLimitMiddleware answers it
             raise
         except Exception:

@@ -15,6 +15,7 @@ against each of them.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -240,6 +241,30 @@ class FinishedRequest:
 
 
 FinishHook = Callable[[FinishedRequest], None]
+
+
+def with_queued(first: Delta, queue: asyncio.Queue[Delta]) -> Delta:
+    """``first`` joined with every delta already waiting behind it in ``queue``.
+
+    A reader that fell behind (a busy event loop, many streams) then pays the per-chunk cost
+    (SSE event, JSON, send) once for what is queued, not once per token; a reader that keeps
+    up sees one delta per step as before. Nothing follows a finished delta, so the end (reason,
+    usage) is always the last one's.
+    """
+    if first.finish_reason is not None or queue.empty():
+        return first
+    parts = [first]
+    while not queue.empty() and parts[-1].finish_reason is None:
+        parts.append(queue.get_nowait())
+    last = parts[-1]
+    return Delta(
+        text="".join(part.text for part in parts),
+        token_ids=tuple(token for part in parts for token in part.token_ids),
+        finish_reason=last.finish_reason,
+        stop_reason=last.stop_reason,
+        usage=last.usage,
+        logprobs=tuple(lp for part in parts for lp in part.logprobs),
+    )
 
 
 @runtime_checkable

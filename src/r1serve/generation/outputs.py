@@ -8,7 +8,6 @@ wanted) and, when asked for, a ``RepetitionGuard`` that ends a reply stuck in a 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
@@ -134,7 +133,7 @@ async def _guarded(
         await stream.aclose()
 
 
-async def merge(
+def merge(
     streams: list[DeltaStream],
     splitters: list[OutputSplitter],
     prompt_lens: list[int],
@@ -147,11 +146,14 @@ async def merge(
         )
         for i, stream in enumerate(streams)
     ]
-    if len(streams) == 1:
-        async with contextlib.aclosing(sources[0]):
-            async for out in sources[0]:
-                yield out
-        return
+    if len(streams) == 1:  # one stream is its own merge (one generator less per token)
+        return sources[0]
+    return _merged(streams, sources)
+
+
+async def _merged(
+    streams: list[DeltaStream], sources: list[AsyncGenerator[Output, None]]
+) -> AsyncIterator[Output]:
     queue: asyncio.Queue[Output | BaseException] = asyncio.Queue()
 
     async def pump(index: int) -> None:

@@ -40,6 +40,7 @@ from r1serve.engine.protocol import (
     TokenLogprob,
     Usage,
     output_budget,
+    with_queued,
 )
 from r1serve.engine.text.thinking import thinking_tokens
 from r1serve.errors import ContextLengthError, OverloadedError
@@ -461,7 +462,7 @@ class LlamaCppStream:
         if self._done:
             raise StopAsyncIteration
         try:
-            delta = await self._seq.queue.get()
+            delta = with_queued(await self._seq.queue.get(), self._seq.queue)
         except BaseException:  # cancelled while waiting: the caller is gone
             await self.aclose()
             raise

@@ -15,6 +15,7 @@ from r1serve.engine.protocol import (
     Prompt,
     Tokenizer,
     output_budget,
+    with_queued,
 )
 from r1serve.engine.text.thinking import thinking_tokens
 from r1serve.engine.transformers.runner import ModelRunner
@@ -172,7 +173,7 @@ class RequestStream:
         if self._done:
             raise StopAsyncIteration
         try:
-            delta = await self._channel.queue.get()
+            delta = with_queued(await self._channel.queue.get(), self._channel.queue)
         except BaseException:  # cancelled while waiting: the caller is gone
             await self.aclose()
             raise
