@@ -6,8 +6,10 @@ one at a time (EOS ignored) to each, and reads every thread's CPU time from ``/p
 and after. The ``--threads`` busiest threads are llama.cpp's compute threads (its decode loop
 is one of them); the rest is the serving around it: for r1serve its Python (event loop,
 detokenizer, stop strings, SSE) and llama.cpp's result queue, for llama.cpp's server its C++
-HTTP thread. Issue #9 asks whether r1serve's serving slows llama.cpp down at one stream: this
-says how much CPU it takes per token next to llama.cpp's own. Linux only (``/proc``).
+HTTP thread. The main thread is shown apart: r1serve's event loop runs there (its engine's
+per-request worker threads are the rest). Issue #9 asks whether r1serve's serving slows
+llama.cpp down at one stream: this says how much CPU it takes per token next to llama.cpp's
+own. Linux only (``/proc``).
 
     python -m bench.thread_cpu [--model FILE.gguf] [--requests 4] [--tokens 128]
 """
@@ -64,12 +66,13 @@ class Split:
     wall_s: float
     compute_s: float  # the --threads busiest threads
     other_s: float  # every other thread
+    main_s: float  # of which the main thread (r1serve's event loop)
 
     def row(self) -> str:
         per = 1000 / self.tokens
         return (
             f"| {self.name} | {self.tokens / self.wall_s:.1f} | {self.wall_s * per:.1f} | "
-            f"{self.compute_s * per:.1f} | {self.other_s * per:.2f} | "
+            f"{self.compute_s * per:.1f} | {self.other_s * per:.2f} | {self.main_s * per:.2f} | "
             f"{self.other_s / (self.compute_s + self.other_s) * 100:.1f} % |"
         )
 
@@ -84,9 +87,14 @@ def measure(spec: ServerSpec, args: argparse.Namespace, logs: Path) -> Split:
             stream_once(server.url, model, args.tokens, spec.extra_body)
         wall = time.perf_counter() - started
         after = thread_cpu_s(server.pid)
-    used = sorted((after[t] - before.get(t, 0.0) for t in after), reverse=True)
-    compute = sum(used[: args.threads])
-    return Split(spec.name, args.requests * args.tokens, wall, compute, sum(used) - compute)
+        pid = server.pid
+    used = {t: after[t] - before.get(t, 0.0) for t in after}
+    busiest = sorted(used, key=used.__getitem__, reverse=True)[: args.threads]
+    compute = sum(used[t] for t in busiest)
+    main = 0.0 if pid in busiest else used.get(pid, 0.0)
+    return Split(
+        spec.name, args.requests * args.tokens, wall, compute, sum(used.values()) - compute, main
+    )
 
 
 def main() -> None:
@@ -104,8 +112,8 @@ def main() -> None:
     print(f"{gguf.name}: {args.requests} x {args.tokens} tokens, one stream at a time, "
           f"{args.threads} threads\n")  # fmt: skip
     print("| server | tok/s | wall ms/token | compute threads CPU ms/token | "
-          "other threads CPU ms/token | other share |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+          "other threads CPU ms/token | of which the main thread | other share |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for split in splits:
         print(split.row())
 
