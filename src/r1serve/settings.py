@@ -280,7 +280,8 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         description="Seconds a stream waits on a client that stopped reading before it is "
-        "dropped and its generation cancelled.",
+        "dropped and its generation cancelled (checked every second, or every quarter of "
+        "the value if that is shorter).",
     )
     request_timeout_s: float | None = Field(
         1800.0,
