@@ -184,19 +184,20 @@ async def revocable(items: AsyncIterator[T], lease: Lease) -> AsyncIterator[T]:
         while True:
             if lease.revoked:  # also when items are ready: a busy stream must end too
                 raise lease.error()
-            wait.task = asyncio.current_task()
+            task = wait.task = asyncio.current_task()
+            assert task is not None
             try:
                 item = await anext(items)
             except StopAsyncIteration:
                 return
             except asyncio.CancelledError:
-                if wait.interrupted and wait.task is not None and wait.task.uncancel() == 0:
+                if wait.interrupted and task.uncancel() == 0:
                     raise lease.error() from None  # our cancel alone: the revocation
                 raise
             finally:
                 wait.task = None
             if wait.interrupted:  # the wait swallowed our cancel: take it back, then end
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                task.uncancel()
                 raise lease.error()
             yield item
     finally:

@@ -48,7 +48,7 @@ class _EventStream(EventSourceResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.send_timeout:
-            self._arm()
+            self._arm(self.send_timeout)
         try:
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
@@ -62,19 +62,17 @@ class _EventStream(EventSourceResponse):
             if self._timer is not None:
                 self._timer.cancel()
 
-    def _arm(self) -> None:
+    def _arm(self, limit: float) -> None:
         """Check the running sends again in a quarter of the timeout (at most in a second)."""
-        limit = float(self.send_timeout or 0)
-        self._timer = asyncio.get_running_loop().call_later(min(1.0, limit / 4), self._check)
+        self._timer = asyncio.get_running_loop().call_later(min(1.0, limit / 4), self._check, limit)
 
-    def _check(self) -> None:
-        limit = float(self.send_timeout or 0)
+    def _check(self, limit: float) -> None:
         now = asyncio.get_running_loop().time()
         for task, since in list(self._sends.items()):
             if now - since >= limit and task not in self._cut:
                 self._cut.add(task)
                 task.cancel()
-        self._arm()
+        self._arm(limit)
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
         """sse_starlette's per-send hook (3.7): one send, cut by the timer past the timeout."""
